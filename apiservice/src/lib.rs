@@ -1,0 +1,31 @@
+//! `kfp-apiservice`: the API itself, with no HTTP and no SQL.
+//!
+//! # Layout
+//! - [`types`]: `Pipeline`, `PipelineVersion` and their lists for `pipelines.kubeflow.org/v2beta1`.
+//! - [`field`] and [`names`]: field paths, validation errors and name rules.
+//! - [`yaml`]: reading user files (multi-document YAML or JSON) with a size cap.
+//! - [`ir`]: pipeline-spec (KFP IR) validation.
+//! - [`strategy`]: per-resource defaulting, validation and preparation for create and update.
+//! - [`decode`]: strict/warn/ignore decoding of request bodies into the types.
+//! - [`convert`]: the Kubernetes objects <-> KFP v2beta1 REST JSON shapes.
+//! - [`manifest`]: validating files of Kubernetes manifests (the `validate` command).
+//! - [`openapi`] and [`discovery`]: the documents clients use to learn the API, generated from
+//!   the types.
+
+pub mod convert;
+pub mod decode;
+pub mod discovery;
+pub mod field;
+pub mod ir;
+pub mod manifest;
+pub mod names;
+pub mod openapi;
+pub mod strategy;
+pub mod types;
+pub mod yaml;
+
+pub use field::{ErrorList, ErrorType, FieldError, FieldPath};
+pub use types::{
+    API_VERSION, GROUP, Pipeline, PipelineList, PipelineSpec, PipelineVersion, PipelineVersionList,
+    PipelineVersionSpec, PipelineVersionStatus, SimplifiedCondition, VERSION,
+};

@@ -1,0 +1,221 @@
+//! Reading user files: one text that may hold several YAML documents (or one JSON document) into
+//! JSON values, with a size cap checked before any parsing.
+//!
+//! YAML is parsed with YAML 1.2 core-schema semantics (`yes` stays a string), duplicate keys and
+//! tabs used for indentation are errors, alias expansion and nesting depth are bounded by the
+//! parser, so no input can make this panic or run away.
+
+use serde::Deserialize;
+
+/// The largest pipeline file accepted anywhere (KFP's `MaxFileLength`, 32 MiB).
+pub const MAX_FILE_BYTES: usize = 32 << 20;
+
+/// A document of a multi-document file, numbered from 1 as a person counts them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// 1-based position in the file (empty documents are counted too).
+    pub index: usize,
+    /// The document as JSON.
+    pub value: serde_json::Value,
+}
+
+/// Why a file could not be read as documents.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// Over [`MAX_FILE_BYTES`]; nothing was parsed.
+    #[error("file is {size} bytes; the limit is {limit} bytes (32 MiB)")]
+    TooLarge {
+        /// The file's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not UTF-8 text.
+    #[error("file is not UTF-8 text: {0}")]
+    NotUtf8(String),
+    /// A syntax error, with the parser's position.
+    #[error("document {document}: {message}")]
+    Syntax {
+        /// 1-based document number.
+        document: usize,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+}
+
+/// Parses every document of `bytes`. Empty documents (only comments, or `---` with nothing
+/// after it) are skipped but still counted in [`Document::index`].
+pub fn read_documents(bytes: &[u8]) -> Result<Vec<Document>, ReadError> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| ReadError::NotUtf8(e.to_string()))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // JSON first when it looks like JSON: exact JSON semantics (numbers, escapes) and speed.
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+            return Ok(vec![Document { index: 1, value }]);
+        }
+    }
+    let mut docs = Vec::new();
+    for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
+        let value = StrictValue::deserialize(de)
+            .map(|v| v.0)
+            .map_err(|e| ReadError::Syntax {
+                document: index,
+                message: e.to_string(),
+            })?;
+        if !value.is_null() {
+            docs.push(Document { index, value });
+        }
+    }
+    Ok(docs)
+}
+
+/// A JSON value deserialized from YAML that refuses duplicate mapping keys (YAML 1.2 and Go's
+/// yaml.v3 forbid them; silently keeping the last one would hide a user's mistake) and turns
+/// scalar keys (`1: x`) into strings, as Kubernetes' YAML-to-JSON conversion does.
+struct StrictValue(serde_json::Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value representable as JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| E::custom(format!("{v} is not representable in JSON")))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(StrictValue(key)) = map.next_key()? {
+            let key = match key {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                serde_json::Value::Null => "null".to_owned(),
+                _ => {
+                    return Err(serde::de::Error::custom(
+                        "mapping keys must be scalars (strings, numbers or booleans)",
+                    ));
+                }
+            };
+            let StrictValue(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate mapping key \"{key}\""
+                )));
+            }
+            out.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_and_empty_documents() {
+        let docs = read_documents(b"# only a comment\n---\na: 1\n---\n---\nb: [x]\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        // A comment before the first `---` is not a document of its own (YAML 1.2).
+        assert_eq!(docs[0].index, 1);
+        assert_eq!(docs[1].index, 3);
+        assert_eq!(docs[1].value["b"][0], "x");
+    }
+
+    #[test]
+    fn yaml_1_2_booleans_stay_strings() {
+        let docs = read_documents(b"a: yes\nb: true\n").unwrap();
+        assert_eq!(docs[0].value["a"], "yes");
+        assert_eq!(docs[0].value["b"], true);
+    }
+
+    #[test]
+    fn duplicate_keys_and_tabs_are_errors() {
+        assert!(matches!(
+            read_documents(b"a: 1\na: 2\n"),
+            Err(ReadError::Syntax { .. })
+        ));
+        assert!(matches!(
+            read_documents(b"a:\n\tb: 1\n"),
+            Err(ReadError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn size_is_checked_before_parsing() {
+        let big = vec![b'#'; MAX_FILE_BYTES + 1];
+        assert!(matches!(
+            read_documents(&big),
+            Err(ReadError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn alias_bombs_are_bounded() {
+        let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let p = i - 1;
+            s.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        assert!(read_documents(s.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn json_is_read_as_json() {
+        let docs = read_documents(b" {\"a\": 1.0, \"b\": \"\\u00e9\"}").unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].value["b"], "é");
+    }
+}
