@@ -201,15 +201,13 @@ pub fn wrap_spec(pipeline_spec: &Value, platform_spec: Option<&Value>) -> Value 
 
 /// The inverse of [`wrap_spec`]: splits a REST `pipeline_spec` into IR and platform spec.
 pub fn unwrap_spec(value: &Value) -> (Value, Option<Value>) {
-    if let Some(obj) = value.as_object() {
-        if let Some(spec) = obj.get("pipeline_spec") {
-            if obj
-                .keys()
-                .all(|k| k == "pipeline_spec" || k == "platform_spec")
-            {
-                return (spec.clone(), obj.get("platform_spec").cloned());
-            }
-        }
+    if let Some(obj) = value.as_object()
+        && let Some(spec) = obj.get("pipeline_spec")
+        && obj
+            .keys()
+            .all(|k| k == "pipeline_spec" || k == "platform_spec")
+    {
+        return (spec.clone(), obj.get("platform_spec").cloned());
     }
     (value.clone(), None)
 }

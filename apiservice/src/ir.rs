@@ -417,14 +417,14 @@ pub fn validate_pipeline_spec(spec: &Value) -> ErrorList {
             format!("KFP only supports schema version {SCHEMA_VERSION}; schemaVersion is missing"),
         )),
         Some(v) => {
-            if let Some(s) = expect_str(v, &FieldPath::new("schemaVersion"), &mut errs) {
-                if s != SCHEMA_VERSION {
-                    errs.push(FieldError::new(
-                        ErrorType::NotSupported,
-                        FieldPath::new("schemaVersion"),
-                        format!("KFP only supports schema version {SCHEMA_VERSION}, got \"{s}\""),
-                    ));
-                }
+            if let Some(s) = expect_str(v, &FieldPath::new("schemaVersion"), &mut errs)
+                && s != SCHEMA_VERSION
+            {
+                errs.push(FieldError::new(
+                    ErrorType::NotSupported,
+                    FieldPath::new("schemaVersion"),
+                    format!("KFP only supports schema version {SCHEMA_VERSION}, got \"{s}\""),
+                ));
             }
         }
     }
@@ -442,15 +442,15 @@ pub fn validate_pipeline_spec(spec: &Value) -> ErrorList {
     let mut executors = None;
     if let Some(ds) = field(Some(obj), "deploymentSpec", "deployment_spec") {
         let path = FieldPath::new("deploymentSpec");
-        if let Some(ds) = expect_object(ds, &path, &mut errs) {
-            if let Some(ex) = ds.get("executors") {
-                let path = path.child("executors");
-                if let Some(ex) = expect_object(ex, &path, &mut errs) {
-                    for (name, e) in ex {
-                        expect_object(e, &path.child(name), &mut errs);
-                    }
-                    executors = Some(ex.keys().map(String::as_str).collect());
+        if let Some(ds) = expect_object(ds, &path, &mut errs)
+            && let Some(ex) = ds.get("executors")
+        {
+            let path = path.child("executors");
+            if let Some(ex) = expect_object(ex, &path, &mut errs) {
+                for (name, e) in ex {
+                    expect_object(e, &path.child(name), &mut errs);
                 }
+                executors = Some(ex.keys().map(String::as_str).collect());
             }
         }
     }
@@ -530,13 +530,13 @@ fn check_pipeline_info(info: Option<&Value>, errs: &mut ErrorList) {
             "the pipeline's name is missing",
         )),
         Some(v) => {
-            if let Some(name) = expect_str(v, &path.child("name"), errs) {
-                if let Some(why) = names::pipeline_info_name(name) {
-                    errs.push(FieldError::invalid(
-                        path.child("name"),
-                        format!("\"{name}\": {why}"),
-                    ));
-                }
+            if let Some(name) = expect_str(v, &path.child("name"), errs)
+                && let Some(why) = names::pipeline_info_name(name)
+            {
+                errs.push(FieldError::invalid(
+                    path.child("name"),
+                    format!("\"{name}\": {why}"),
+                ));
             }
         }
     }
@@ -719,12 +719,12 @@ fn check_dag<'a>(
     let mut refs = BTreeSet::new();
     let mut tasks: BTreeMap<&str, &Map<String, Value>> = BTreeMap::new();
     let tasks_path = path.child("tasks");
-    if let Some(ts) = dag.get("tasks") {
-        if let Some(ts) = expect_object(ts, &tasks_path, errs) {
-            for (name, t) in ts {
-                if let Some(t) = expect_object(t, &tasks_path.child(name), errs) {
-                    tasks.insert(name.as_str(), t);
-                }
+    if let Some(ts) = dag.get("tasks")
+        && let Some(ts) = expect_object(ts, &tasks_path, errs)
+    {
+        for (name, t) in ts {
+            if let Some(t) = expect_object(t, &tasks_path.child(name), errs) {
+                tasks.insert(name.as_str(), t);
             }
         }
     }
@@ -828,16 +828,16 @@ fn check_dag<'a>(
                                 "component_input_parameter",
                             ) {
                                 let cp = p.child("componentInputParameter");
-                                if let Some(n) = expect_str(cip, &cp, errs) {
-                                    if !input_params.contains(n) {
-                                        errs.push(FieldError::not_found(
-                                            cp,
-                                            format!(
-                                                "input parameter \"{n}\" is not declared in the \
+                                if let Some(n) = expect_str(cip, &cp, errs)
+                                    && !input_params.contains(n)
+                                {
+                                    errs.push(FieldError::not_found(
+                                        cp,
+                                        format!(
+                                            "input parameter \"{n}\" is not declared in the \
                                                  enclosing component's inputDefinitions"
-                                            ),
-                                        ));
-                                    }
+                                        ),
+                                    ));
                                 }
                             }
                         }
@@ -873,16 +873,16 @@ fn check_dag<'a>(
                                 "component_input_artifact",
                             ) {
                                 let cp = p.child("componentInputArtifact");
-                                if let Some(n) = expect_str(cia, &cp, errs) {
-                                    if !input_artifacts.contains(n) {
-                                        errs.push(FieldError::not_found(
-                                            cp,
-                                            format!(
-                                                "input artifact \"{n}\" is not declared in the \
+                                if let Some(n) = expect_str(cia, &cp, errs)
+                                    && !input_artifacts.contains(n)
+                                {
+                                    errs.push(FieldError::not_found(
+                                        cp,
+                                        format!(
+                                            "input artifact \"{n}\" is not declared in the \
                                                  enclosing component's inputDefinitions"
-                                            ),
-                                        ));
-                                    }
+                                        ),
+                                    ));
                                 }
                             }
                         }
@@ -893,10 +893,10 @@ fn check_dag<'a>(
         // triggerPolicy.strategy
         if let Some(tp_) = field(Some(task), "triggerPolicy", "trigger_policy") {
             let p = tp.child("triggerPolicy");
-            if let Some(tp_) = expect_object(tp_, &p, errs) {
-                if let Some(s) = tp_.get("strategy") {
-                    enum_value(s, TRIGGER_STRATEGIES, &p.child("strategy"), errs);
-                }
+            if let Some(tp_) = expect_object(tp_, &p, errs)
+                && let Some(s) = tp_.get("strategy")
+            {
+                enum_value(s, TRIGGER_STRATEGIES, &p.child("strategy"), errs);
             }
         }
         if deps.contains(tname) {
@@ -921,17 +921,17 @@ fn check_dag<'a>(
         let op = path.child("outputs");
         if let Some(outputs) = expect_object(outputs, &op, errs) {
             let check_selector = |sel: &Value, p: FieldPath, errs: &mut ErrorList| {
-                if let Some(sel) = expect_object(sel, &p, errs) {
-                    if let Some(prod) = field(Some(sel), "producerSubtask", "producer_subtask") {
-                        let pp = p.child("producerSubtask");
-                        if let Some(prod) = expect_str(prod, &pp, errs) {
-                            if !tasks.contains_key(prod) {
-                                errs.push(FieldError::not_found(
-                                    pp,
-                                    format!("task \"{prod}\" does not exist in this DAG"),
-                                ));
-                            }
-                        }
+                if let Some(sel) = expect_object(sel, &p, errs)
+                    && let Some(prod) = field(Some(sel), "producerSubtask", "producer_subtask")
+                {
+                    let pp = p.child("producerSubtask");
+                    if let Some(prod) = expect_str(prod, &pp, errs)
+                        && !tasks.contains_key(prod)
+                    {
+                        errs.push(FieldError::not_found(
+                            pp,
+                            format!("task \"{prod}\" does not exist in this DAG"),
+                        ));
                     }
                 }
             };
@@ -957,17 +957,17 @@ fn check_dag<'a>(
                     if let Some(s) = spec.get("valueFromParameter") {
                         check_selector(s, p.child("valueFromParameter"), errs);
                     }
-                    if let Some(Value::Object(oneof)) = spec.get("valueFromOneof") {
-                        if let Some(Value::Array(sels)) = oneof.get("parameterSelectors") {
-                            for (i, s) in sels.iter().enumerate() {
-                                check_selector(
-                                    s,
-                                    p.child("valueFromOneof")
-                                        .child("parameterSelectors")
-                                        .index(i),
-                                    errs,
-                                );
-                            }
+                    if let Some(Value::Object(oneof)) = spec.get("valueFromOneof")
+                        && let Some(Value::Array(sels)) = oneof.get("parameterSelectors")
+                    {
+                        for (i, s) in sels.iter().enumerate() {
+                            check_selector(
+                                s,
+                                p.child("valueFromOneof")
+                                    .child("parameterSelectors")
+                                    .index(i),
+                                errs,
+                            );
                         }
                     }
                 }

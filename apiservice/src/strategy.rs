@@ -392,13 +392,13 @@ pub fn validate_version_create(v: &PipelineVersion, parent: Parent) -> Outcome {
                 .pointer("/pipelineInfo/name")
                 .or_else(|| ps.pointer("/pipeline_info/name"))
                 .and_then(|n| n.as_str());
-            if let (Some(info_name), Some(name)) = (info_name, v.metadata.name.as_deref()) {
-                if info_name != name {
-                    warnings.push(format!(
-                        "spec.pipelineSpec.pipelineInfo.name \"{info_name}\" differs from \
+            if let (Some(info_name), Some(name)) = (info_name, v.metadata.name.as_deref())
+                && info_name != name
+            {
+                warnings.push(format!(
+                    "spec.pipelineSpec.pipelineInfo.name \"{info_name}\" differs from \
                          metadata.name \"{name}\""
-                    ));
-                }
+                ));
             }
         }
     }

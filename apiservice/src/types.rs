@@ -164,6 +164,7 @@ impl SimplifiedCondition {
 /// A list of objects of one kind, as every list endpoint returns it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(rename = "{T}List")]
 pub struct ObjectList<T> {
     /// `pipelines.kubeflow.org/v2beta1`.
     pub api_version: String,

@@ -56,10 +56,10 @@ pub fn read_documents(bytes: &[u8]) -> Result<Vec<Document>, ReadError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // JSON first when it looks like JSON: exact JSON semantics (numbers, escapes) and speed.
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
-            return Ok(vec![Document { index: 1, value }]);
-        }
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(text)
+    {
+        return Ok(vec![Document { index: 1, value }]);
     }
     let mut docs = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {

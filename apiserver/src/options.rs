@@ -1,0 +1,64 @@
+//! The command line, parsed once into typed options. Nothing else in the crate reads arguments
+//! or the environment.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Aggregated Kubernetes API server and KFP v2beta1 REST API for Kubeflow Pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "kfp-apiserver", version, about)]
+pub struct Options {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeOptions),
+    /// Check compiled pipelines (KFP IR, YAML or JSON) and Pipeline/PipelineVersion manifests
+    /// without a server. Prints `FILE: ok` or every problem with its document and field path;
+    /// exits 0 only if every file is valid.
+    Validate(ValidateOptions),
+}
+
+/// `serve` options.
+#[derive(Debug, clap::Args)]
+pub struct ServeOptions {
+    /// Development mode: SQLite in the data directory, a self-signed certificate, an admin token
+    /// and a kubeconfig, no cluster needed.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: String,
+    /// Where `--dev` keeps its database, certificates and kubeconfig.
+    #[arg(long, default_value = ".kfp-apiserver")]
+    pub data_dir: PathBuf,
+}
+
+/// How `validate` reads a file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum FileKind {
+    /// Kubernetes manifests if any document has `apiVersion` and `kind`, else compiled IR.
+    #[default]
+    Auto,
+    /// A compiled pipeline (KFP IR), as uploaded to the KFP REST API.
+    Ir,
+    /// Pipeline/PipelineVersion manifests, as applied with kubectl or GitOps.
+    Manifest,
+}
+
+/// `validate` options.
+#[derive(Debug, clap::Args)]
+pub struct ValidateOptions {
+    /// How to read the files.
+    #[arg(long, value_enum, default_value_t = FileKind::Auto)]
+    pub kind: FileKind,
+    /// Files to check.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
