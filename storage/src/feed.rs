@@ -1,0 +1,564 @@
+//! The change feed and watch fan-out.
+//!
+//! A backend's tailer publishes committed changes, strictly in revision order, with
+//! [`Feed::publish`]. The feed keeps the newest events in a ring (for cheap replay) and sends each
+//! one once on a broadcast channel; every watch is a task that subscribes *first*, then replays
+//! (from the ring, or from the database through [`History`] for older revisions), then follows
+//! the channel, dropping anything at or below the last revision it sent (kine's recipe). Events are
+//! shared (`Arc`), so fan-out costs no copies. A watcher that falls behind the channel, or asks
+//! for a compacted revision, gets [`WatchItem::Error`] with Gone and its stream ends — never a
+//! silently dropped event.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::selector::Field;
+use crate::{Key, Result, Revision, StoreError, WatchRequest, WatchStream};
+
+/// What happened to an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted.
+    Deleted,
+}
+
+impl EventKind {
+    /// The watch event type on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Added => "ADDED",
+            EventKind::Modified => "MODIFIED",
+            EventKind::Deleted => "DELETED",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ADDED" => Some(EventKind::Added),
+            "MODIFIED" => Some(EventKind::Modified),
+            "DELETED" => Some(EventKind::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// The filterable view of one object state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    /// The object's JSON (resourceVersion set).
+    pub object: Bytes,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// `spec.pipelineName`, for field selectors.
+    pub pipeline_name: String,
+}
+
+/// One committed change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The change's revision.
+    pub revision: Revision,
+    /// What happened.
+    pub kind: EventKind,
+    /// Which object.
+    pub key: Key,
+    /// The object after the change; for a delete, its last state with `revision` as
+    /// resourceVersion.
+    pub current: State,
+    /// The object before the change (absent for creates).
+    pub prev: Option<State>,
+}
+
+/// What a watch delivers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WatchItem {
+    /// An event as this watcher sees it (selector transitions become ADDED/DELETED).
+    Event {
+        /// ADDED, MODIFIED or DELETED.
+        kind: EventKind,
+        /// The event's revision.
+        revision: Revision,
+        /// The object JSON to send.
+        object: Bytes,
+    },
+    /// Everything up to this revision has been delivered.
+    Bookmark(Revision),
+    /// The watch cannot continue (Gone, Unavailable); the stream ends after this.
+    Error(StoreError),
+}
+
+/// Where a watch replays events older than the ring from.
+#[async_trait::async_trait]
+pub trait History: Send + Sync + 'static {
+    /// Events with `from < revision <= until`, oldest first, at most `limit`.
+    async fn events(&self, from: Revision, until: Revision, limit: usize) -> Result<Vec<Event>>;
+    /// The oldest revision a watch may start from.
+    async fn compacted(&self) -> Result<Revision>;
+}
+
+/// Feed settings.
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// Events kept in memory for replay.
+    pub ring_capacity: usize,
+    /// How far a watcher may fall behind before it gets Gone.
+    pub channel_capacity: usize,
+    /// How often an idle watch gets a bookmark.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            ring_capacity: 4096,
+            channel_capacity: 4096,
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The in-memory side of the change feed of one store instance.
+pub struct Feed {
+    config: FeedConfig,
+    ring: Mutex<VecDeque<Arc<Event>>>,
+    /// Replaced by [`Feed::reset`]: the old sender's watchers see the channel close.
+    tx: Mutex<broadcast::Sender<Arc<Event>>>,
+    latest: AtomicU64,
+}
+
+impl Feed {
+    /// A feed whose history starts after `start`.
+    pub fn new(config: FeedConfig, start: Revision) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(config.channel_capacity.max(1));
+        Arc::new(Feed {
+            ring: Mutex::new(VecDeque::with_capacity(config.ring_capacity)),
+            config,
+            tx: Mutex::new(tx),
+            latest: AtomicU64::new(start.0),
+        })
+    }
+
+    /// The newest revision published.
+    pub fn latest(&self) -> Revision {
+        Revision(self.latest.load(Ordering::Acquire))
+    }
+
+    /// Publishes committed events; they must come in strictly increasing revision order, each
+    /// above [`Feed::latest`]. Events at or below it are ignored (a re-read after a retry).
+    pub fn publish(&self, events: Vec<Event>) {
+        for ev in events {
+            if ev.revision <= self.latest() {
+                continue;
+            }
+            let ev = Arc::new(ev);
+            let rev = ev.revision;
+            {
+                let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+                if ring.len() == self.config.ring_capacity {
+                    ring.pop_front();
+                }
+                if self.config.ring_capacity > 0 {
+                    ring.push_back(ev.clone());
+                }
+            }
+            // No receivers is fine.
+            let _ = self.sender().send(ev);
+            // Published after sending, so a watcher that reads `latest` and then finds its
+            // channel empty has received everything up to it.
+            self.latest.store(rev.0, Ordering::Release);
+        }
+    }
+
+    fn sender(&self) -> broadcast::Sender<Arc<Event>> {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The tailer found history it never saw compacted away: moves to `rev`, empties the ring and
+    /// ends every current watch (their clients re-watch from their last revision, which then
+    /// answers Gone if it is older than the compaction), so no watcher silently misses an event.
+    pub fn reset(&self, rev: Revision) {
+        let (tx, _) = broadcast::channel(self.config.channel_capacity.max(1));
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = tx;
+        self.ring.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.latest.fetch_max(rev.0, Ordering::AcqRel);
+    }
+
+    fn ring_after(&self, from: Revision) -> (Option<Revision>, Vec<Arc<Event>>) {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let first = ring.front().map(|e| e.revision);
+        let events = ring.iter().filter(|e| e.revision > from).cloned().collect();
+        (first, events)
+    }
+
+    /// Starts a watch.
+    pub fn watch(self: &Arc<Self>, req: WatchRequest, history: Arc<dyn History>) -> WatchStream {
+        let (out, rx) = mpsc::channel(256);
+        let feed = self.clone();
+        tokio::spawn(async move {
+            run_watch(feed, req, history, out).await;
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+fn state_matches(key: &Key, state: &State, req: &WatchRequest) -> bool {
+    req.labels.matches(&state.labels)
+        && req.fields.matches(|f| {
+            Some(match f {
+                Field::Name => key.name.clone(),
+                Field::Namespace => key.namespace.clone(),
+                Field::PipelineName => state.pipeline_name.clone(),
+            })
+        })
+}
+
+/// What this watcher sees of an event, if anything.
+pub(crate) fn project(ev: &Event, req: &WatchRequest) -> Option<WatchItem> {
+    if ev.key.resource != req.resource {
+        return None;
+    }
+    if let Some(ns) = &req.namespace {
+        if &ev.key.namespace != ns {
+            return None;
+        }
+    }
+    let now = state_matches(&ev.key, &ev.current, req);
+    let item = |kind, object: &Bytes| WatchItem::Event {
+        kind,
+        revision: ev.revision,
+        object: object.clone(),
+    };
+    match ev.kind {
+        EventKind::Added | EventKind::Deleted => now.then(|| item(ev.kind, &ev.current.object)),
+        EventKind::Modified => {
+            let before = ev
+                .prev
+                .as_ref()
+                .is_some_and(|p| state_matches(&ev.key, p, req));
+            match (now, before) {
+                (true, true) => Some(item(EventKind::Modified, &ev.current.object)),
+                (true, false) => Some(item(EventKind::Added, &ev.current.object)),
+                (false, true) => {
+                    // Left the selection: DELETED with the previous state at this revision.
+                    let prev = ev.prev.as_ref()?;
+                    let mut obj: serde_json::Value = serde_json::from_slice(&prev.object).ok()?;
+                    crate::index::set_resource_version(&mut obj, ev.revision.0);
+                    Some(WatchItem::Event {
+                        kind: EventKind::Deleted,
+                        revision: ev.revision,
+                        object: Bytes::from(serde_json::to_vec(&obj).ok()?),
+                    })
+                }
+                (false, false) => None,
+            }
+        }
+    }
+}
+
+const HISTORY_PAGE: usize = 1000;
+
+async fn run_watch(
+    feed: Arc<Feed>,
+    req: WatchRequest,
+    history: Arc<dyn History>,
+    out: mpsc::Sender<WatchItem>,
+) {
+    // Subscribe before looking at the past, so nothing committed in between is missed.
+    let mut rx = feed.sender().subscribe();
+    let mut last = req.from;
+    let (ring_first, ring_events) = feed.ring_after(req.from);
+    let latest = feed.latest();
+    // Replay from the database whatever lies between `from` and the ring.
+    let db_until = match ring_first {
+        Some(first) => Revision(first.0.saturating_sub(1)),
+        None => latest,
+    };
+    if req.from < db_until {
+        match history.compacted().await {
+            Ok(compacted) if req.from < compacted => {
+                let _ = out
+                    .send(WatchItem::Error(StoreError::Gone {
+                        requested: req.from,
+                        compacted,
+                    }))
+                    .await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = out.send(WatchItem::Error(e)).await;
+                return;
+            }
+        }
+        while last < db_until {
+            let page = match history.events(last, db_until, HISTORY_PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = out.send(WatchItem::Error(e)).await;
+                    return;
+                }
+            };
+            let Some(end) = page.last().map(|e| e.revision) else {
+                break;
+            };
+            for ev in &page {
+                if let Some(item) = project(ev, &req) {
+                    if out.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            last = end;
+        }
+        last = last.max(db_until);
+    }
+    for ev in ring_events {
+        if ev.revision <= last {
+            continue;
+        }
+        last = ev.revision;
+        if let Some(item) = project(&ev, &req) {
+            if out.send(item).await.is_err() {
+                return;
+            }
+        }
+    }
+    let mut tick = tokio::time::interval(feed.config.bookmark_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            received = rx.recv() => match received {
+                Ok(ev) => {
+                    if ev.revision <= last {
+                        continue;
+                    }
+                    last = ev.revision;
+                    if let Some(item) = project(&ev, &req) {
+                        if out.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = out
+                        .send(WatchItem::Error(StoreError::Gone {
+                            requested: last,
+                            compacted: feed.latest(),
+                        }))
+                        .await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick(), if req.bookmarks => {
+                // Read `latest` first, then check the channel: if it is empty, every event up to
+                // `latest` has been received (publish sends before it stores `latest`).
+                let latest = feed.latest();
+                if rx.is_empty() && latest >= last {
+                    last = latest;
+                    if out.send(WatchItem::Bookmark(latest)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            _ = out.closed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LabelSelector;
+
+    fn state(labels: &[(&str, &str)], rev: u64) -> State {
+        State {
+            object: Bytes::from(format!(r#"{{"metadata":{{"resourceVersion":"{rev}"}}}}"#)),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            pipeline_name: String::new(),
+        }
+    }
+
+    fn ev(rev: u64, kind: EventKind, cur: &[(&str, &str)], prev: Option<&[(&str, &str)]>) -> Event {
+        Event {
+            revision: Revision(rev),
+            kind,
+            key: Key::new("pipelines", "ns", "a"),
+            current: state(cur, rev),
+            prev: prev.map(|p| state(p, rev - 1)),
+        }
+    }
+
+    struct NoHistory;
+    #[async_trait::async_trait]
+    impl History for NoHistory {
+        async fn events(&self, _: Revision, _: Revision, _: usize) -> Result<Vec<Event>> {
+            Ok(Vec::new())
+        }
+        async fn compacted(&self) -> Result<Revision> {
+            Ok(Revision(0))
+        }
+    }
+
+    fn req(selector: &str) -> WatchRequest {
+        WatchRequest {
+            resource: "pipelines".into(),
+            namespace: Some("ns".into()),
+            labels: LabelSelector::parse(selector).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn selector_transitions_become_added_and_deleted() {
+        let r = req("team=a");
+        let into = ev(
+            2,
+            EventKind::Modified,
+            &[("team", "a")],
+            Some(&[("team", "b")]),
+        );
+        assert!(matches!(
+            project(&into, &r),
+            Some(WatchItem::Event {
+                kind: EventKind::Added,
+                ..
+            })
+        ));
+        let out = ev(
+            3,
+            EventKind::Modified,
+            &[("team", "b")],
+            Some(&[("team", "a")]),
+        );
+        match project(&out, &r) {
+            Some(WatchItem::Event {
+                kind: EventKind::Deleted,
+                object,
+                revision,
+            }) => {
+                assert_eq!(revision, Revision(3));
+                let v: serde_json::Value = serde_json::from_slice(&object).unwrap();
+                assert_eq!(
+                    v["metadata"]["resourceVersion"], "3",
+                    "DELETED carries the event's revision"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let neither = ev(
+            4,
+            EventKind::Modified,
+            &[("team", "c")],
+            Some(&[("team", "b")]),
+        );
+        assert_eq!(project(&neither, &r), None);
+        let mut other_ns = ev(5, EventKind::Added, &[("team", "a")], None);
+        other_ns.key.namespace = "elsewhere".into();
+        assert_eq!(project(&other_ns, &r), None);
+    }
+
+    #[tokio::test]
+    async fn subscribe_replay_then_live_without_duplicates_or_gaps() {
+        use tokio_stream::StreamExt;
+        let feed = Feed::new(FeedConfig::default(), Revision(0));
+        feed.publish(vec![
+            ev(1, EventKind::Added, &[], None),
+            ev(2, EventKind::Modified, &[], Some(&[])),
+        ]);
+        let mut w = feed.watch(
+            WatchRequest {
+                from: Revision(1),
+                ..req("")
+            },
+            Arc::new(NoHistory),
+        );
+        feed.publish(vec![ev(3, EventKind::Deleted, &[], None)]);
+        let mut revs = Vec::new();
+        while let Some(item) = w.next().await {
+            if let WatchItem::Event { revision, .. } = item {
+                revs.push(revision.0);
+            }
+            if revs.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(revs, vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_gets_gone_not_silence() {
+        use tokio_stream::StreamExt;
+        let config = FeedConfig {
+            ring_capacity: 4,
+            channel_capacity: 4,
+            ..FeedConfig::default()
+        };
+        let feed = Feed::new(config, Revision(0));
+        let mut w = feed.watch(req(""), Arc::new(NoHistory));
+        // Let the watch task subscribe.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        feed.publish(
+            (1..=400)
+                .map(|r| ev(r, EventKind::Added, &[], None))
+                .collect(),
+        );
+        let mut saw_gone = false;
+        let mut count = 0;
+        while let Some(item) = w.next().await {
+            match item {
+                WatchItem::Event { .. } => count += 1,
+                WatchItem::Error(StoreError::Gone { .. }) => {
+                    saw_gone = true;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            saw_gone,
+            "after {count} events the watcher must be told it lagged"
+        );
+        assert!(count < 400);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_watchers_get_bookmarks_at_the_latest_revision() {
+        use tokio_stream::StreamExt;
+        let config = FeedConfig {
+            bookmark_interval: Duration::from_secs(5),
+            ..FeedConfig::default()
+        };
+        let feed = Feed::new(config, Revision(10));
+        let mut w = feed.watch(
+            WatchRequest {
+                from: Revision(10),
+                bookmarks: true,
+                ..req("x=y")
+            },
+            Arc::new(NoHistory),
+        );
+        tokio::task::yield_now().await;
+        feed.publish(vec![ev(11, EventKind::Added, &[], None)]);
+        let item = w.next().await.unwrap();
+        assert_eq!(
+            item,
+            WatchItem::Bookmark(Revision(11)),
+            "filtered events still advance bookmarks"
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! The store conformance suite: every test runs against every backend (SQLite always; PostgreSQL
+//! and MariaDB under scripts/test). Bounded: every wait has a timeout, no sleeps that hope.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kfp_storage::{
+    FieldSelector, Key, LabelSelector, ListRequest, Preconditions, ReadAt, Revision, Store,
+    StoreError, WatchItem, WatchRequest, selector::Field,
+};
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+
+const R: &str = "pipelineversions";
+
+fn obj(ns: &str, name: &str, labels: Value, n: u64) -> Value {
+    json!({
+        "apiVersion": "pipelines.kubeflow.org/v2beta1",
+        "kind": "PipelineVersion",
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{ns}-{name}"),
+                     "labels": labels, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"pipelineName": format!("p{}", n % 3), "displayName": format!("v{n}")}
+    })
+}
+
+fn key(ns: &str, name: &str) -> Key {
+    Key::new(R, ns, name)
+}
+
+fn names(items: &[kfp_storage::Object]) -> Vec<String> {
+    items
+        .iter()
+        .map(|o| format!("{}/{}", o.key.namespace, o.key.name))
+        .collect()
+}
+
+async fn next_event(w: &mut kfp_storage::WatchStream) -> WatchItem {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("watch event within 10 s")
+        .expect("watch stream open")
+}
+
+#[tokio::test]
+async fn crud_with_revisions_and_preconditions() {
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        let r0 = s.current_revision().await.unwrap();
+        let a = s
+            .create(&key("ns", "a"), obj("ns", "a", json!({}), 1))
+            .await
+            .unwrap();
+        assert!(a.revision > r0, "{}", b.name);
+        let got = s.get(&key("ns", "a")).await.unwrap();
+        assert_eq!(got, a, "{}", b.name);
+        let v = got.json().unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], a.revision.to_string());
+        assert_eq!(
+            s.get_by_uid(R, "uid-ns-a").await.unwrap().key,
+            key("ns", "a")
+        );
+
+        let dup = s
+            .create(&key("ns", "a"), obj("ns", "a", json!({}), 1))
+            .await;
+        assert!(
+            matches!(dup, Err(StoreError::AlreadyExists(_))),
+            "{}: {dup:?}",
+            b.name
+        );
+
+        let mut changed = v.clone();
+        changed["spec"]["displayName"] = json!("changed");
+        let stale = Preconditions {
+            resource_version: Some(Revision(a.revision.0 - 1)),
+            uid: None,
+        };
+        let conflict = s.update(&key("ns", "a"), changed.clone(), &stale).await;
+        assert!(
+            matches!(conflict, Err(StoreError::Conflict { .. })),
+            "{}",
+            b.name
+        );
+        let fresh = Preconditions {
+            resource_version: Some(a.revision),
+            uid: None,
+        };
+        let u = s.update(&key("ns", "a"), changed, &fresh).await.unwrap();
+        assert!(u.revision > a.revision);
+        assert_eq!(
+            s.get(&key("ns", "a")).await.unwrap().json().unwrap()["spec"]["displayName"],
+            "changed"
+        );
+
+        let wrong_uid = Preconditions {
+            uid: Some("nope".into()),
+            resource_version: None,
+        };
+        assert!(matches!(
+            s.delete(&key("ns", "a"), &wrong_uid).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let d = s
+            .delete(&key("ns", "a"), &Preconditions::default())
+            .await
+            .unwrap();
+        assert!(d.revision > u.revision);
+        assert_eq!(
+            d.json().unwrap()["metadata"]["resourceVersion"],
+            d.revision.to_string()
+        );
+        assert!(matches!(
+            s.get(&key("ns", "a")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.delete(&key("ns", "a"), &Preconditions::default()).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.update(
+                &key("ns", "a"),
+                obj("ns", "a", json!({}), 1),
+                &Preconditions::default()
+            )
+            .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(s.current_revision().await.unwrap(), d.revision);
+        s.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lists_filter_by_labels_fields_and_namespace_in_sql() {
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        for i in 0..30u64 {
+            let ns = if i % 2 == 0 { "even" } else { "odd" };
+            let labels = json!({"team": format!("t{}", i % 5), "n": i.to_string()});
+            s.create(
+                &key(ns, &format!("o{i:02}")),
+                obj(ns, &format!("o{i:02}"), labels, i),
+            )
+            .await
+            .unwrap();
+        }
+        let list = |labels: &str, fields: &str, ns: Option<&str>| ListRequest {
+            resource: R.into(),
+            namespace: ns.map(str::to_owned),
+            labels: LabelSelector::parse(labels).unwrap(),
+            fields: FieldSelector::parse(
+                fields,
+                &[Field::Name, Field::Namespace, Field::PipelineName],
+            )
+            .unwrap(),
+            ..Default::default()
+        };
+        let count = |req: ListRequest| {
+            let s = s.clone();
+            async move { s.list(&req).await.unwrap().items.len() }
+        };
+        assert_eq!(count(list("", "", None)).await, 30, "{}", b.name);
+        assert_eq!(count(list("", "", Some("even"))).await, 15);
+        assert_eq!(count(list("team=t3", "", None)).await, 6);
+        assert_eq!(count(list("team!=t3", "", None)).await, 24);
+        assert_eq!(count(list("team in (t1,t2)", "", None)).await, 12);
+        assert_eq!(count(list("team notin (t1,t2)", "", None)).await, 18);
+        assert_eq!(count(list("team", "", None)).await, 30);
+        assert_eq!(count(list("!team", "", None)).await, 0);
+        assert_eq!(count(list("team=t3,n=3", "", None)).await, 1);
+        assert_eq!(count(list("", "metadata.name=o07", None)).await, 1);
+        assert_eq!(count(list("", "metadata.namespace!=even", None)).await, 15);
+        assert_eq!(count(list("", "spec.pipelineName=p0", None)).await, 10);
+        let all = s.list(&list("", "", None)).await.unwrap();
+        let mut sorted = names(&all.items);
+        sorted.sort();
+        assert_eq!(
+            names(&all.items),
+            sorted,
+            "lists are ordered by namespace, name"
+        );
+        assert_eq!(all.revision, s.current_revision().await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn pages_carry_one_revision_and_remaining_count() {
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        for i in 0..23u64 {
+            s.create(
+                &key("ns", &format!("o{i:02}")),
+                obj("ns", &format!("o{i:02}"), json!({}), i),
+            )
+            .await
+            .unwrap();
+        }
+        let mut req = ListRequest {
+            resource: R.into(),
+            limit: Some(7),
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        let mut revs = Vec::new();
+        let mut remaining = Vec::new();
+        loop {
+            let page = s.list(&req).await.unwrap();
+            seen.extend(names(&page.items));
+            revs.push(page.revision);
+            remaining.push(page.remaining);
+            match page.continue_token {
+                Some(t) => req.continue_token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 23, "{}", b.name);
+        assert!(revs.iter().all(|r| *r == revs[0]));
+        assert_eq!(remaining, vec![Some(16), Some(9), Some(2), None]);
+        let bad = ListRequest {
+            continue_token: Some("garbage".into()),
+            ..req.clone()
+        };
+        assert!(matches!(s.list(&bad).await, Err(StoreError::Invalid(_))));
+        let future = ListRequest {
+            at: ReadAt::NotOlderThan(Revision(10_000)),
+            continue_token: None,
+            ..req
+        };
+        assert!(matches!(
+            s.list(&future).await,
+            Err(StoreError::TooLarge { .. })
+        ));
+    }
+}
+
+/// Page 1 of 1,000; 200 creates/updates/deletes; the remaining pages still show the state at
+/// page 1's revision; after compaction the continue token answers Gone.
+#[tokio::test]
+async fn paginated_lists_are_a_consistent_snapshot() {
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        for i in 0..1000u64 {
+            let labels = json!({"team": format!("t{}", i % 4)});
+            s.create(
+                &key("ns", &format!("o{i:04}")),
+                obj("ns", &format!("o{i:04}"), labels, i),
+            )
+            .await
+            .unwrap();
+        }
+        for selector in ["", "team=t1"] {
+            let req = ListRequest {
+                resource: R.into(),
+                namespace: Some("ns".into()),
+                labels: LabelSelector::parse(selector).unwrap(),
+                limit: Some(100),
+                ..Default::default()
+            };
+            let snapshot = s
+                .list(&ListRequest {
+                    limit: None,
+                    ..req.clone()
+                })
+                .await
+                .unwrap();
+            let first = s.list(&req).await.unwrap();
+            assert_eq!(first.revision, snapshot.revision);
+            let before: BTreeMap<String, Value> = snapshot
+                .items
+                .iter()
+                .map(|o| (o.key.name.clone(), o.json().unwrap()))
+                .collect();
+            // 200 writes: deletes and updates (with label changes) across the whole range, and new objects.
+            let mut rng = 7u64;
+            for i in 0..200u64 {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let target = format!("o{:04}", (rng >> 33) % 1000);
+                match i % 3 {
+                    0 => {
+                        let _ = s
+                            .delete(&key("ns", &target), &Preconditions::default())
+                            .await;
+                    }
+                    1 => {
+                        if let Ok(cur) = s.get(&key("ns", &target)).await {
+                            let mut v = cur.json().unwrap();
+                            v["metadata"]["labels"]["team"] = json!("moved");
+                            s.update(&key("ns", &target), v, &Preconditions::default())
+                                .await
+                                .unwrap();
+                        }
+                    }
+                    _ => {
+                        let name = format!("new{i:03}-{selector}");
+                        let name = name.trim_end_matches('-').replace('=', "-");
+                        s.create(
+                            &key("ns", &name),
+                            obj("ns", &name, json!({"team": "t1"}), i),
+                        )
+                        .await
+                        .unwrap();
+                    }
+                }
+            }
+            let mut union: BTreeMap<String, Value> = first
+                .items
+                .iter()
+                .map(|o| (o.key.name.clone(), o.json().unwrap()))
+                .collect();
+            let mut token = first.continue_token.clone();
+            while let Some(t) = token {
+                let page = s
+                    .list(&ListRequest {
+                        continue_token: Some(t),
+                        ..req.clone()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(page.revision, first.revision, "{}", b.name);
+                for o in &page.items {
+                    assert!(
+                        union
+                            .insert(o.key.name.clone(), o.json().unwrap())
+                            .is_none(),
+                        "duplicate {}",
+                        o.key.name
+                    );
+                }
+                token = page.continue_token;
+            }
+            assert_eq!(
+                union, before,
+                "{} selector {selector:?}: pages must equal the state at page 1",
+                b.name
+            );
+            // The same state by exact revision.
+            let exact = s
+                .list(&ListRequest {
+                    limit: None,
+                    at: ReadAt::Exact(first.revision),
+                    ..req.clone()
+                })
+                .await
+                .unwrap();
+            let exact: BTreeMap<String, Value> = exact
+                .items
+                .iter()
+                .map(|o| (o.key.name.clone(), o.json().unwrap()))
+                .collect();
+            assert_eq!(exact, before);
+        }
+        // After compaction past page 1's revision, continuing answers Gone.
+        let req = ListRequest {
+            resource: R.into(),
+            limit: Some(10),
+            ..Default::default()
+        };
+        let first = s.list(&req).await.unwrap();
+        s.create(
+            &key("ns", "after-first-page"),
+            obj("ns", "after-first-page", json!({}), 1),
+        )
+        .await
+        .unwrap();
+        let now = s.current_revision().await.unwrap();
+        s.compact(now).await.unwrap();
+        let next = s
+            .list(&ListRequest {
+                continue_token: first.continue_token,
+                ..req
+            })
+            .await;
+        assert!(
+            matches!(next, Err(StoreError::Gone { .. })),
+            "{}: {next:?}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn watch_replays_then_follows_in_order_with_selector_transitions() {
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        let start = s.current_revision().await.unwrap();
+        let a = s
+            .create(&key("ns", "a"), obj("ns", "a", json!({"team": "x"}), 1))
+            .await
+            .unwrap();
+        let mut w = s
+            .watch(&WatchRequest {
+                resource: R.into(),
+                namespace: Some("ns".into()),
+                labels: LabelSelector::parse("team=x").unwrap(),
+                from: start,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut v = a.json().unwrap();
+        v["metadata"]["labels"]["team"] = json!("y");
+        let m1 = s
+            .update(&key("ns", "a"), v.clone(), &Preconditions::default())
+            .await
+            .unwrap();
+        v["metadata"]["labels"]["team"] = json!("x");
+        let m2 = s
+            .update(&key("ns", "a"), v, &Preconditions::default())
+            .await
+            .unwrap();
+        s.create(
+            &key("other", "b"),
+            obj("other", "b", json!({"team": "x"}), 2),
+        )
+        .await
+        .unwrap();
+        let d = s
+            .delete(&key("ns", "a"), &Preconditions::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            if let WatchItem::Event {
+                kind,
+                revision,
+                object,
+            } = next_event(&mut w).await
+            {
+                let v: Value = serde_json::from_slice(&object).unwrap();
+                assert_eq!(
+                    v["metadata"]["resourceVersion"],
+                    revision.to_string(),
+                    "{}",
+                    b.name
+                );
+                got.push((kind.as_str(), revision));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("ADDED", a.revision),
+                ("DELETED", m1.revision),
+                ("ADDED", m2.revision),
+                ("DELETED", d.revision)
+            ],
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn watch_from_beyond_the_ring_replays_from_the_database_and_compacted_is_gone() {
+    for b in common::backends().await {
+        let mut cfg = common::config(&b.url);
+        cfg.feed.ring_capacity = 5;
+        let s = kfp_storage::SqlStore::open(cfg).await.unwrap();
+        let start = s.current_revision().await.unwrap();
+        let mut revs = Vec::new();
+        for i in 0..40u64 {
+            revs.push(
+                s.create(
+                    &key("ns", &format!("o{i:02}")),
+                    obj("ns", &format!("o{i:02}"), json!({}), i),
+                )
+                .await
+                .unwrap()
+                .revision,
+            );
+        }
+        let mut w = s
+            .watch(&WatchRequest {
+                resource: R.into(),
+                from: start,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            if let WatchItem::Event { revision, .. } = next_event(&mut w).await {
+                got.push(revision);
+            }
+        }
+        assert_eq!(got, revs, "{}: every event exactly once, in order", b.name);
+        s.compact(revs[20]).await.unwrap();
+        let mut old = s
+            .watch(&WatchRequest {
+                resource: R.into(),
+                from: revs[5],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        match next_event(&mut old).await {
+            WatchItem::Error(StoreError::Gone { requested, .. }) => assert_eq!(requested, revs[5]),
+            other => panic!("{}: expected Gone, got {other:?}", b.name),
+        }
+    }
+}
+
+#[tokio::test]
+async fn delete_collection_removes_what_the_selector_names() {
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        for i in 0..10u64 {
+            let labels = json!({"team": if i < 4 { "a" } else { "b" }});
+            s.create(
+                &key("ns", &format!("o{i}")),
+                obj("ns", &format!("o{i}"), labels, i),
+            )
+            .await
+            .unwrap();
+        }
+        let req = ListRequest {
+            resource: R.into(),
+            namespace: Some("ns".into()),
+            labels: LabelSelector::parse("team=a").unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.delete_collection(&req).await.unwrap().len(),
+            4,
+            "{}",
+            b.name
+        );
+        let left = s
+            .list(&ListRequest {
+                resource: R.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(left.items.len(), 6);
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_is_gone_is_unavailable_not_a_panic() {
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        s.close().await;
+        let e = s.get(&key("ns", "a")).await.unwrap_err();
+        assert!(matches!(e, StoreError::Unavailable(_)), "{}: {e:?}", b.name);
+        assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
+    }
+}
