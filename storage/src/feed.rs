@@ -226,10 +226,10 @@ pub(crate) fn project(ev: &Event, req: &WatchRequest) -> Option<WatchItem> {
     if ev.key.resource != req.resource {
         return None;
     }
-    if let Some(ns) = &req.namespace {
-        if &ev.key.namespace != ns {
-            return None;
-        }
+    if let Some(ns) = &req.namespace
+        && &ev.key.namespace != ns
+    {
+        return None;
     }
     let now = state_matches(&ev.key, &ev.current, req);
     let item = |kind, object: &Bytes| WatchItem::Event {
@@ -311,10 +311,10 @@ async fn run_watch(
                 break;
             };
             for ev in &page {
-                if let Some(item) = project(ev, &req) {
-                    if out.send(item).await.is_err() {
-                        return;
-                    }
+                if let Some(item) = project(ev, &req)
+                    && out.send(item).await.is_err()
+                {
+                    return;
                 }
             }
             last = end;
@@ -326,10 +326,10 @@ async fn run_watch(
             continue;
         }
         last = ev.revision;
-        if let Some(item) = project(&ev, &req) {
-            if out.send(item).await.is_err() {
-                return;
-            }
+        if let Some(item) = project(&ev, &req)
+            && out.send(item).await.is_err()
+        {
+            return;
         }
     }
     let mut tick = tokio::time::interval(feed.config.bookmark_interval);
@@ -343,11 +343,10 @@ async fn run_watch(
                         continue;
                     }
                     last = ev.revision;
-                    if let Some(item) = project(&ev, &req) {
-                        if out.send(item).await.is_err() {
+                    if let Some(item) = project(&ev, &req)
+                        && out.send(item).await.is_err() {
                             return;
                         }
-                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let _ = out

@@ -191,12 +191,12 @@ impl SqlStore {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
-            if let Some(parent) = std::path::Path::new(&path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-                    })?;
-                }
+            if let Some(parent) = std::path::Path::new(&path).parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                })?;
             }
             if !url.contains('?') {
                 url.push_str("?mode=rwc");
@@ -295,23 +295,23 @@ impl SqlStore {
         })
         .transpose()?;
         let check = |pre: &Preconditions, uid: &str, old_rev: i64| -> Result<()> {
-            if let Some(want) = &pre.uid {
-                if want != uid {
-                    return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        message: format!(
-                            "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-                        ),
-                    });
-                }
+            if let Some(want) = &pre.uid
+                && want != uid
+            {
+                return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    message: format!(
+                        "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                    ),
+                });
             }
-            if let Some(want) = pre.resource_version {
-                if want.0 as i64 != old_rev {
-                    return Err(StoreError::Conflict {
+            if let Some(want) = pre.resource_version
+                && want.0 as i64 != old_rev
+            {
+                return Err(StoreError::Conflict {
                         key: key.clone(),
                         message: "the object has been modified; please apply your changes to the latest version and try again".into(),
                     });
-                }
             }
             Ok(())
         };
@@ -374,10 +374,10 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await;
                 if let Err(e) = inserted {
-                    if let sqlx::Error::Database(dbe) = &e {
-                        if dbe.is_unique_violation() {
-                            return Err(StoreError::AlreadyExists(key.clone()));
-                        }
+                    if let sqlx::Error::Database(dbe) = &e
+                        && dbe.is_unique_violation()
+                    {
+                        return Err(StoreError::AlreadyExists(key.clone()));
                     }
                     return Err(db_err(e));
                 }
@@ -629,17 +629,17 @@ async fn tail(db: Db, feed: Arc<Feed>, wake: Arc<Notify>, poll: Duration) {
             match db.events_after(last, None, TAIL_BATCH).await {
                 Ok(events) => {
                     let n = events.len();
-                    if let Some(first) = events.first() {
-                        if first.revision.0 != last.0 + 1 {
-                            // Revisions are gap-free, so a hole means another instance compacted
-                            // history this one had not read yet.
-                            tracing::warn!(
-                                last = last.0,
-                                first = first.revision.0,
-                                "change feed compacted past this instance; ending its watches"
-                            );
-                            feed.reset(Revision(first.revision.0 - 1));
-                        }
+                    if let Some(first) = events.first()
+                        && first.revision.0 != last.0 + 1
+                    {
+                        // Revisions are gap-free, so a hole means another instance compacted
+                        // history this one had not read yet.
+                        tracing::warn!(
+                            last = last.0,
+                            first = first.revision.0,
+                            "change feed compacted past this instance; ending its watches"
+                        );
+                        feed.reset(Revision(first.revision.0 - 1));
                     }
                     feed.publish(events);
                     if n < TAIL_BATCH {
@@ -758,10 +758,10 @@ fn matches_request(req: &ListRequest, key: &Key, object: &Value) -> bool {
     if key.resource != req.resource {
         return false;
     }
-    if let Some(ns) = &req.namespace {
-        if &key.namespace != ns {
-            return false;
-        }
+    if let Some(ns) = &req.namespace
+        && &key.namespace != ns
+    {
+        return false;
     }
     let idx = index_fields(object);
     req.labels.matches(&idx.labels)
@@ -917,10 +917,10 @@ impl Store for SqlStore {
                     namespace: r.try_get(0).map_err(db_err)?,
                     name: r.try_get(1).map_err(db_err)?,
                 };
-                if let Some((ns, name)) = &after {
-                    if (&key.namespace, &key.name) <= (ns, name) {
-                        continue;
-                    }
+                if let Some((ns, name)) = &after
+                    && (&key.namespace, &key.name) <= (ns, name)
+                {
+                    continue;
                 }
                 let text: String = r.try_get(2).map_err(db_err)?;
                 let value: Value = serde_json::from_str(&text)
@@ -974,15 +974,15 @@ impl Store for SqlStore {
         }
         let mut continue_token = None;
         let mut remaining = None;
-        if let Some(limit) = req.limit {
-            if items.len() > limit {
-                items.truncate(limit);
-                let last = items
-                    .last()
-                    .map(|o| (o.key.namespace.clone(), o.key.name.clone()));
-                continue_token = last.map(|after| ContinueToken { revision, after }.encode());
-                remaining = remaining_without_page.map(|n| n.saturating_sub(limit as u64));
-            }
+        if let Some(limit) = req.limit
+            && items.len() > limit
+        {
+            items.truncate(limit);
+            let last = items
+                .last()
+                .map(|o| (o.key.namespace.clone(), o.key.name.clone()));
+            continue_token = last.map(|after| ContinueToken { revision, after }.encode());
+            remaining = remaining_without_page.map(|n| n.saturating_sub(limit as u64));
         }
         Ok(ListPage {
             revision,
