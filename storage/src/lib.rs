@@ -4,6 +4,7 @@
 //! - this file: the trait and the types it speaks ([`Key`], [`Revision`], [`Object`],
 //!   [`ListRequest`], [`WatchRequest`], [`StoreError`]).
 //! - [`selector`]: label and field selectors (parsed once, used by SQL and by watch filtering).
+//! - [`query`]: sorted, filtered, keyset-paged queries for the KFP REST view.
 //! - [`token`]: continue tokens (`{"v","rv","start"}`, base64url, as kube-apiserver's).
 //! - [`feed`]: the change feed: tails `changes` into an in-memory ring and fans events out to
 //!   watchers, with replay from the database, bookmarks and 410 on lag or compaction.
@@ -22,6 +23,7 @@ use bytes::Bytes;
 
 pub mod feed;
 mod index;
+pub mod query;
 pub mod selector;
 pub mod sql;
 pub mod token;
@@ -227,6 +229,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_by_uid(&self, resource: &str, uid: &str) -> Result<Object>;
     /// Reads a page of objects.
     async fn list(&self, req: &ListRequest) -> Result<ListPage>;
+    /// Reads a sorted, filtered page with the total count (the KFP REST view).
+    async fn query(&self, req: &query::QueryRequest) -> Result<query::QueryPage>;
     /// Creates an object; `object` is the full JSON (its resourceVersion is set by the store).
     async fn create(&self, key: &Key, object: serde_json::Value) -> Result<Object>;
     /// Replaces an object, if it still has `preconditions.resource_version` (when given).
@@ -244,6 +248,9 @@ pub trait Store: Send + Sync + 'static {
     async fn watch(&self, req: &WatchRequest) -> Result<WatchStream>;
     /// The newest committed revision.
     async fn current_revision(&self) -> Result<Revision>;
+    /// The newest revision written before `age` ago (for age-based compaction); `None` when
+    /// nothing is that old.
+    async fn revision_older_than(&self, age: std::time::Duration) -> Result<Option<Revision>>;
     /// Drops change-feed history up to and including `revision`; older revisions then answer
     /// Gone. Returns the new compacted revision.
     async fn compact(&self, revision: Revision) -> Result<Revision>;
