@@ -1,9 +1,29 @@
-//! `kfp-apiserver`: the server binary's library — command line, and (as the HTTP issue lands)
-//! the tower stack, authentication, authorization and routes for both API views.
+//! `kfp-apiserver`: the server binary's library — command line, the request stack, the
+//! Kubernetes API routes, and the `validate` subcommand.
 //!
 //! # Layout
 //! - [`options`]: the command line (clap), parsed once.
-//! - [`validate`]: the `validate` subcommand, offline checks for GitOps repositories and CI.
+//! - [`serve`], [`server`], [`dev`]: options -> running server; TLS accept, HTTP/1.1 + HTTP/2,
+//!   graceful shutdown; the `--dev` data directory.
+//! - [`app`]: shared state and the request pipeline (the one place the stack is assembled).
+//! - [`request_info`]: what a request is about (the router).
+//! - [`auth`]: users and decisions.
+//! - [`kube`]: the generic Kubernetes handlers, watch, encodings, server-side apply.
+//! - [`docs`]: discovery and OpenAPI documents with ETags.
+//! - [`error`]: the single conversion to `Status`.
+//! - [`metrics`], [`body`]: Prometheus metrics; the response body type.
+//! - [`validate`]: the `validate` subcommand.
 
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod dev;
+pub mod docs;
+pub mod error;
+pub mod kube;
+pub mod metrics;
 pub mod options;
+pub mod request_info;
+pub mod serve;
+pub mod server;
 pub mod validate;

@@ -38,6 +38,32 @@ pub struct ServeOptions {
     /// Where `--dev` keeps its database, certificates and kubeconfig.
     #[arg(long, default_value = ".kfp-apiserver")]
     pub data_dir: PathBuf,
+    /// The store: `sqlite://PATH`, `postgres://...` or `mysql://...` (with `--dev`: SQLite in the
+    /// data directory unless given).
+    #[arg(long, env = "KFP_APISERVER_STORE")]
+    pub store: Option<String>,
+    /// Serving certificate (PEM); reloaded when the file changes.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serving key (PEM).
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Static bearer tokens, kube-apiserver's format: `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How `validate` reads a file.

@@ -189,6 +189,66 @@ fn operation(flavour: Flavour, r: &ResourceInfo, action: &str, id: &str, schema:
     })
 }
 
+fn query_param(flavour: Flavour, name: &str, description: &str, type_: &str) -> Value {
+    match flavour {
+        Flavour::V2 => {
+            json!({"name": name, "in": "query", "type": type_, "uniqueItems": true, "description": description})
+        }
+        Flavour::V3 => {
+            json!({"name": name, "in": "query", "description": description, "schema": {"type": type_, "uniqueItems": true}})
+        }
+    }
+}
+
+/// Query parameters of write operations; kubectl looks for `fieldValidation` on the PATCH
+/// operation of a GVK to decide to validate on the server (client-go `QueryParamVerifierV3`).
+fn write_params(flavour: Flavour, patch: bool) -> Value {
+    let mut ps = vec![
+        query_param(
+            flavour,
+            "dryRun",
+            "When present, indicates that modifications should not be persisted. The only valid value is All.",
+            "string",
+        ),
+        query_param(
+            flavour,
+            "fieldManager",
+            "A name associated with the actor or entity that is making these changes.",
+            "string",
+        ),
+        query_param(
+            flavour,
+            "fieldValidation",
+            "How the server handles unknown or duplicate fields: Ignore, Warn (default) or Strict.",
+            "string",
+        ),
+    ];
+    if patch {
+        ps.push(query_param(flavour, "force", "Force is going to \"force\" Apply requests: re-acquire conflicting fields owned by other people.", "boolean"));
+    }
+    Value::Array(ps)
+}
+
+fn list_params(flavour: Flavour) -> Value {
+    Value::Array(
+        [
+            ("allowWatchBookmarks", "boolean"),
+            ("continue", "string"),
+            ("fieldSelector", "string"),
+            ("labelSelector", "string"),
+            ("limit", "integer"),
+            ("resourceVersion", "string"),
+            ("resourceVersionMatch", "string"),
+            ("sendInitialEvents", "boolean"),
+            ("timeoutSeconds", "integer"),
+            ("watch", "boolean"),
+        ]
+        .iter()
+        .map(|(n, t)| query_param(flavour, n, n, t))
+        .collect(),
+    )
+}
+
 fn path_params(flavour: Flavour, names: &[&str]) -> Value {
     Value::Array(
         names
@@ -347,6 +407,21 @@ pub fn paths(flavour: Flavour) -> Map<String, Value> {
             );
         }
     }
+    // Query parameters by action (after building, so every path gets them the same way).
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            let params = match op.get("x-kubernetes-action").and_then(Value::as_str) {
+                Some("list") => list_params(flavour),
+                Some("post") | Some("put") => write_params(flavour, false),
+                Some("patch") => write_params(flavour, true),
+                _ => continue,
+            };
+            op["parameters"] = params;
+        }
+    }
     paths
 }
 
@@ -442,5 +517,18 @@ mod tests {
         );
         assert_eq!(v3_group()["openapi"], "3.0.0");
         assert_eq!(v2()["swagger"], "2.0");
+        // kubectl decides on server-side validation from the PATCH operation's parameters.
+        let doc = v3_group();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if let Some(patch) = item.get("patch") {
+                let names: Vec<&str> = patch["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                assert!(names.contains(&"fieldValidation"), "{path}");
+            }
+        }
     }
 }

@@ -1,1 +1,287 @@
-//! placeholder
+//! `kfp-certs`: the server's TLS material. It owns the rustls `ServerConfig` (ALPN h2 and
+//! http/1.1, as the aggregator uses HTTP/2 when offered), a certificate resolver that reloads
+//! rotated certificate files for new connections without a restart, and the self-signed CA and
+//! serving certificate `serve --dev` creates. No HTTP here.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Certificate problems.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM file holds no usable certificate or key.
+    #[error("{path}: {message}")]
+    Pem {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Generating a development certificate failed.
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Loads a certificate chain and private key from PEM files.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| Error::Pem {
+            path: cert.to_owned(),
+            message: e.to_string(),
+        })?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Pem {
+            path: cert.to_owned(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Pem {
+            path: cert.to_owned(),
+            message: "no certificate found".into(),
+        });
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::Pem {
+        path: key.to_owned(),
+        message: e.to_string(),
+    })?;
+    let signing = any_supported_type(&key_der)?;
+    Ok(CertifiedKey::new(certs, signing))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Serves the certificate in two PEM files and reloads them when they change (checked at most
+/// once a second, on handshakes). A rotation that leaves unreadable files keeps the old
+/// certificate and logs why.
+pub struct ReloadingResolver {
+    cert: PathBuf,
+    key: PathBuf,
+    state: Mutex<State>,
+}
+
+struct State {
+    current: Arc<CertifiedKey>,
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl std::fmt::Debug for ReloadingResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingResolver")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl ReloadingResolver {
+    /// Loads the files now; fails if they are not usable.
+    pub fn new(cert: &Path, key: &Path) -> Result<Self> {
+        let current = Arc::new(load_certified_key(cert, key)?);
+        Ok(ReloadingResolver {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            state: Mutex::new(State {
+                current,
+                stamps: (modified(cert), modified(key)),
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The certificate new connections get, reloading first if the files changed.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.checked.elapsed() >= Duration::from_secs(1) {
+            st.checked = Instant::now();
+            let stamps = (modified(&self.cert), modified(&self.key));
+            if stamps != st.stamps {
+                match load_certified_key(&self.cert, &self.key) {
+                    Ok(k) => {
+                        tracing::info!(cert = %self.cert.display(), "serving certificate reloaded");
+                        st.current = Arc::new(k);
+                        st.stamps = stamps;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "serving certificate changed but cannot be loaded; keeping the old one")
+                    }
+                }
+            }
+        }
+        st.current.clone()
+    }
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The server's TLS configuration: TLS 1.2 and 1.3, ALPN h2 then http/1.1, no client
+/// certificates requested yet (the delegated-authentication issue adds client CAs).
+pub fn server_config(resolver: Arc<ReloadingResolver>) -> Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Files of a development CA and serving certificate.
+#[derive(Clone, Debug)]
+pub struct DevCerts {
+    /// The CA certificate (PEM), for kubeconfigs and clients.
+    pub ca_cert: PathBuf,
+    /// The serving certificate (PEM).
+    pub cert: PathBuf,
+    /// The serving key (PEM).
+    pub key: PathBuf,
+}
+
+/// Creates (once) a self-signed CA and a serving certificate for `localhost`, `127.0.0.1` and
+/// `::1` in `dir`; later calls reuse the files so kubeconfigs stay valid across restarts.
+pub fn ensure_dev_certs(dir: &Path) -> Result<DevCerts> {
+    let certs = DevCerts {
+        ca_cert: dir.join("ca.crt"),
+        cert: dir.join("serving.crt"),
+        key: dir.join("serving.key"),
+    };
+    if certs.ca_cert.exists() && certs.cert.exists() && certs.key.exists() {
+        return Ok(certs);
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kfp-apiserver development CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+    ));
+    params.subject_alt_names.push(rcgen::SanType::IpAddress(
+        std::net::Ipv6Addr::LOCALHOST.into(),
+    ));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kfp-apiserver");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer)?;
+    write_private(&certs.key, key.serialize_pem().as_bytes())?;
+    std::fs::write(&certs.cert, cert.pem()).map_err(io(&certs.cert))?;
+    std::fs::write(&certs.ca_cert, ca.pem()).map_err(io(&certs.ca_cert))?;
+    Ok(certs)
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path).map_err(io(path))?;
+    f.write_all(data).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kfp-certs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn dev_certs_are_created_once_and_load() {
+        let dir = tmp("dev");
+        let a = ensure_dev_certs(&dir).unwrap();
+        let first = std::fs::read(&a.cert).unwrap();
+        let b = ensure_dev_certs(&dir).unwrap();
+        assert_eq!(
+            std::fs::read(&b.cert).unwrap(),
+            first,
+            "reused, not regenerated"
+        );
+        let resolver = Arc::new(ReloadingResolver::new(&a.cert, &a.key).unwrap());
+        server_config(resolver).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rotated_files_are_picked_up_and_broken_ones_ignored() {
+        let dir1 = tmp("rot1");
+        let dir2 = tmp("rot2");
+        let one = ensure_dev_certs(&dir1).unwrap();
+        let two = ensure_dev_certs(&dir2).unwrap();
+        let live = tmp("live");
+        std::fs::create_dir_all(&live).unwrap();
+        let (cert, key) = (live.join("tls.crt"), live.join("tls.key"));
+        std::fs::copy(&one.cert, &cert).unwrap();
+        std::fs::copy(&one.key, &key).unwrap();
+        let r = ReloadingResolver::new(&cert, &key).unwrap();
+        let before = r.current().cert[0].clone();
+        // A broken rotation keeps the old certificate.
+        std::fs::write(&cert, b"not a certificate").unwrap();
+        r.state.lock().unwrap().checked = Instant::now() - Duration::from_secs(5);
+        assert_eq!(r.current().cert[0], before);
+        // A good one replaces it.
+        std::fs::copy(&two.cert, &cert).unwrap();
+        std::fs::copy(&two.key, &key).unwrap();
+        {
+            let mut st = r.state.lock().unwrap();
+            st.checked = Instant::now() - Duration::from_secs(5);
+            st.stamps = (None, None);
+        }
+        assert_ne!(r.current().cert[0], before);
+        for d in [dir1, dir2, live] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}

@@ -18,6 +18,10 @@ use tokio_stream::StreamExt;
 
 const R: &str = "pipelineversions";
 
+fn ns() -> String {
+    format!("bench-{}", std::process::id())
+}
+
 fn template() -> Value {
     let ir: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -29,7 +33,7 @@ fn template() -> Value {
     .unwrap();
     json!({
         "apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "PipelineVersion",
-        "metadata": {"name": "", "namespace": "bench", "uid": "", "generation": 1,
+        "metadata": {"name": "", "namespace": ns(), "uid": "", "generation": 1,
             "creationTimestamp": "", "labels": {}, "ownerReferences": [{"apiVersion": "pipelines.kubeflow.org/v2beta1",
             "kind": "Pipeline", "name": "", "uid": "", "blockOwnerDeletion": true}]},
         "spec": {"pipelineName": "", "displayName": "", "description": "One task that echoes a string.", "pipelineSpec": ir},
@@ -86,7 +90,7 @@ async fn run(name: &str, url: &str, n: usize) {
                     break;
                 }
                 let v = object(&t, i);
-                let key = Key::new(R, "bench", v["metadata"]["name"].as_str().unwrap());
+                let key = Key::new(R, &ns(), v["metadata"]["name"].as_str().unwrap());
                 s.create(&key, v).await.unwrap();
             }
         }));
@@ -110,7 +114,7 @@ async fn run(name: &str, url: &str, n: usize) {
             let mut i = r * 7919;
             while Instant::now() < deadline {
                 i = (i + 104_729) % n;
-                s.get(&Key::new(R, "bench", &format!("v{i:07}")))
+                s.get(&Key::new(R, &ns(), &format!("v{i:07}")))
                     .await
                     .unwrap();
                 count.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +133,7 @@ async fn run(name: &str, url: &str, n: usize) {
     let mut lat = Vec::new();
     let mut req = ListRequest {
         resource: R.into(),
-        namespace: Some("bench".into()),
+        namespace: Some(ns()),
         labels: LabelSelector::parse("team=t3").unwrap(),
         limit: Some(500),
         ..Default::default()
@@ -156,7 +160,7 @@ async fn run(name: &str, url: &str, n: usize) {
     let mut lat = Vec::new();
     let mut q = QueryRequest {
         resource: R.into(),
-        namespace: Some("bench".into()),
+        namespace: Some(ns()),
         predicates: vec![],
         sort: Column::CreatedAt,
         descending: true,
@@ -181,7 +185,7 @@ async fn run(name: &str, url: &str, n: usize) {
     let mut w = s
         .watch(&WatchRequest {
             resource: R.into(),
-            namespace: Some("bench".into()),
+            namespace: Some(ns()),
             from,
             ..Default::default()
         })
@@ -189,7 +193,7 @@ async fn run(name: &str, url: &str, n: usize) {
         .unwrap();
     let mut lat = Vec::new();
     for i in 0..200 {
-        let key = Key::new(R, "bench", &format!("v{:07}", i % n));
+        let key = Key::new(R, &ns(), &format!("v{:07}", i % n));
         let mut v = s.get(&key).await.unwrap().json().unwrap();
         v["metadata"]["labels"]["touched"] = json!(i.to_string());
         let t0 = Instant::now();

@@ -8,6 +8,7 @@
 //! - [`token`]: continue tokens (`{"v","rv","start"}`, base64url, as kube-apiserver's).
 //! - [`feed`]: the change feed: tails `changes` into an in-memory ring and fans events out to
 //!   watchers, with replay from the database, bookmarks and 410 on lag or compaction.
+//! - [`compactor`]: periodic compaction past a horizon of revisions and age.
 //! - [`sql`]: the sqlx backend (SQLite embedded, PostgreSQL, MySQL/MariaDB) with one global,
 //!   strictly increasing revision allocated inside the writing transaction.
 //!
@@ -21,6 +22,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 
+pub mod compactor;
 pub mod feed;
 mod index;
 pub mod query;

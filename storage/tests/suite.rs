@@ -732,3 +732,61 @@ async fn age_based_compaction_target() {
         );
     }
 }
+
+#[tokio::test]
+async fn compaction_keeps_the_horizon_of_revisions_and_age() {
+    use kfp_storage::compactor::{CompactionPolicy, compact_once};
+    for b in common::backends().await {
+        let s = common::open(&b.url).await;
+        let mut revs = Vec::new();
+        for i in 0..20u64 {
+            revs.push(
+                s.create(
+                    &key("ns", &format!("o{i}")),
+                    obj("ns", &format!("o{i}"), json!({}), i),
+                )
+                .await
+                .unwrap()
+                .revision,
+            );
+        }
+        let young = CompactionPolicy {
+            keep_revisions: 5,
+            keep_age: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        assert_eq!(
+            compact_once(&s, &young).await.unwrap(),
+            None,
+            "{}: everything is younger than an hour",
+            b.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let by_count = CompactionPolicy {
+            keep_revisions: 5,
+            keep_age: Duration::from_millis(1),
+            ..Default::default()
+        };
+        assert_eq!(
+            compact_once(&s, &by_count).await.unwrap(),
+            Some(revs[14]),
+            "{}: the last 5 revisions stay",
+            b.name
+        );
+        let pinned = ListRequest {
+            resource: R.into(),
+            at: ReadAt::Exact(revs[14]),
+            ..Default::default()
+        };
+        assert_eq!(s.list(&pinned).await.unwrap().items.len(), 15, "{}", b.name);
+        let too_old = ListRequest {
+            resource: R.into(),
+            at: ReadAt::Exact(revs[13]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            s.list(&too_old).await,
+            Err(StoreError::Gone { .. })
+        ));
+    }
+}

@@ -1,0 +1,314 @@
+//! Query parameters of the Kubernetes routes, parsed once with kube-apiserver's validation rules
+//! (`resourceVersionMatch`, `sendInitialEvents`, `dryRun`, `fieldValidation`, ...).
+
+use std::time::Duration;
+
+use kfp_apiservice::decode::FieldValidation;
+use kfp_storage::{FieldSelector, LabelSelector, ReadAt, Revision, selector::Field};
+
+use crate::error::ApiError;
+
+/// The raw query string, decoded into pairs (repeated keys kept in order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query(pub Vec<(String, String)>);
+
+impl Query {
+    /// Parses `a=b&c=d` (form-urlencoded).
+    pub fn parse(q: &str) -> Self {
+        Query(
+            form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`.
+    pub fn all(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `watch=true|1`.
+    pub fn watch(&self) -> bool {
+        matches!(self.get("watch"), Some("true" | "1" | "True"))
+    }
+
+    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+        match self.get(key) {
+            None | Some("") | Some("false") | Some("0") | Some("False") => Ok(false),
+            Some("true") | Some("1") | Some("True") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid value for {key}: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The fields a field selector may use for a resource.
+pub fn selectable_fields(resource: &str) -> &'static [Field] {
+    match resource {
+        "pipelineversions" => &[Field::Name, Field::Namespace, Field::PipelineName],
+        _ => &[Field::Name, Field::Namespace],
+    }
+}
+
+/// List and watch options.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0 means none).
+    pub limit: Option<usize>,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion` as sent ("" when absent).
+    pub resource_version: String,
+    /// Which state a list reads.
+    pub at: ReadAt,
+    /// `sendInitialEvents=true`.
+    pub send_initial_events: bool,
+    /// `allowWatchBookmarks=true`.
+    pub bookmarks: bool,
+    /// `timeoutSeconds`.
+    pub timeout: Option<Duration>,
+}
+
+fn parse_rv(s: &str) -> Result<Revision, ApiError> {
+    Revision::parse(s).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "resourceVersion: Invalid value: \"{s}\": must be a decimal resource version"
+        ))
+    })
+}
+
+impl ListOptions {
+    /// Parses and validates list/watch options for `resource`.
+    pub fn parse(q: &Query, resource: &str, watch: bool) -> Result<Self, ApiError> {
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(
+            q.get("fieldSelector").unwrap_or_default(),
+            selectable_fields(resource),
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let limit = match q.get("limit") {
+            None | Some("") => None,
+            Some(l) => match l.parse::<i64>() {
+                Ok(n) if n > 0 => Some(n as usize),
+                Ok(_) => None,
+                Err(_) => return Err(ApiError::bad_request(format!("invalid limit {l:?}"))),
+            },
+        };
+        let continue_token = q
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        let resource_version = q.get("resourceVersion").unwrap_or_default().to_owned();
+        let rv_match = q.get("resourceVersionMatch").unwrap_or_default();
+        let send_initial_events = q.flag("sendInitialEvents")?;
+        let bookmarks = q.flag("allowWatchBookmarks")?;
+        let mut invalid = Vec::new();
+        if !matches!(rv_match, "" | "NotOlderThan" | "Exact") {
+            invalid.push(format!(
+                "resourceVersionMatch: Unsupported value: \"{rv_match}\": supported values: \"Exact\", \"NotOlderThan\""
+            ));
+        }
+        if !rv_match.is_empty() && continue_token.is_some() {
+            invalid.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden when continue is provided".into());
+        }
+        if !rv_match.is_empty() && resource_version.is_empty() && !watch {
+            invalid.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided".into());
+        }
+        if rv_match == "Exact" && resource_version == "0" {
+            invalid.push("resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"".into());
+        }
+        if send_initial_events {
+            if !watch {
+                invalid.push(
+                    "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list".into(),
+                );
+            } else if rv_match != "NotOlderThan" {
+                invalid.push("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into());
+            }
+        } else if watch && !rv_match.is_empty() {
+            invalid.push("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".into());
+        }
+        if !invalid.is_empty() {
+            return Err(ApiError::invalid_list_options(invalid));
+        }
+        let at = match (resource_version.as_str(), rv_match) {
+            ("" | "0", _) => ReadAt::Latest,
+            (rv, "Exact") => ReadAt::Exact(parse_rv(rv)?),
+            (rv, _) => ReadAt::NotOlderThan(parse_rv(rv)?),
+        };
+        let timeout = match q.get("timeoutSeconds") {
+            None | Some("") => None,
+            Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid timeoutSeconds {t:?}"))
+            })?)),
+        };
+        Ok(ListOptions {
+            labels,
+            fields,
+            limit,
+            continue_token,
+            resource_version,
+            at,
+            send_initial_events,
+            bookmarks,
+            timeout,
+        })
+    }
+}
+
+/// Write options: `dryRun`, `fieldManager`, `fieldValidation`, `force`.
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `fieldManager`.
+    pub field_manager: Option<String>,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+    /// `force` (apply only).
+    pub force: bool,
+}
+
+impl WriteOptions {
+    /// Parses and validates.
+    pub fn parse(q: &Query, is_apply: bool) -> Result<Self, ApiError> {
+        let mut dry_run = false;
+        for v in q.all("dryRun") {
+            if v == "All" {
+                dry_run = true;
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: Unsupported value: \"{v}\": supported values: \"All\""
+                )));
+            }
+        }
+        let field_manager = q
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned);
+        if let Some(m) = &field_manager {
+            if m.len() > 128 {
+                return Err(ApiError::bad_request(
+                    "fieldManager: Too long: may not be more than 128 bytes",
+                ));
+            }
+        }
+        let field_validation = FieldValidation::parse(q.get("fieldValidation").unwrap_or_default())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "fieldValidation: Unsupported value: \"{}\": supported values: \"Ignore\", \"Strict\", \"Warn\"",
+                    q.get("fieldValidation").unwrap_or_default()
+                ))
+            })?;
+        let force = q.flag("force")?;
+        if force && !is_apply {
+            return Err(ApiError::bad_request(
+                "force: Forbidden: may not be specified for non-apply patch",
+            ));
+        }
+        if is_apply && field_manager.is_none() {
+            return Err(ApiError::bad_request(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        Ok(WriteOptions {
+            dry_run,
+            field_manager,
+            field_validation,
+            force,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(q: &str, watch: bool) -> Result<ListOptions, ApiError> {
+        ListOptions::parse(&Query::parse(q), "pipelineversions", watch)
+    }
+
+    #[test]
+    fn watch_list_rules() {
+        assert!(
+            list(
+                "sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true",
+                true
+            )
+            .is_ok()
+        );
+        let e = list("sendInitialEvents=true", true).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            list(
+                "sendInitialEvents=true&resourceVersionMatch=NotOlderThan",
+                false
+            )
+            .is_err()
+        );
+        assert!(list("resourceVersionMatch=Exact&resourceVersion=0", false).is_err());
+        assert!(list("resourceVersionMatch=Exact", false).is_err());
+        assert!(
+            list(
+                "resourceVersion=5&resourceVersionMatch=Exact&continue=x",
+                false
+            )
+            .is_err()
+        );
+        assert_eq!(
+            list("resourceVersion=5&resourceVersionMatch=Exact", false)
+                .unwrap()
+                .at,
+            ReadAt::Exact(Revision(5))
+        );
+        assert_eq!(
+            list("resourceVersion=5", false).unwrap().at,
+            ReadAt::NotOlderThan(Revision(5))
+        );
+        assert_eq!(
+            list("resourceVersion=0&limit=500", false).unwrap().limit,
+            Some(500)
+        );
+        assert!(list("fieldSelector=spec.pipelineName%3Dx", false).is_ok());
+        assert!(list("fieldSelector=spec.nope%3Dx", false).is_err());
+        assert!(list("resourceVersion=abc", false).is_err());
+    }
+
+    #[test]
+    fn write_options() {
+        assert!(
+            WriteOptions::parse(&Query::parse("dryRun=All&fieldManager=m"), false)
+                .unwrap()
+                .dry_run
+        );
+        assert!(WriteOptions::parse(&Query::parse("dryRun=Some"), false).is_err());
+        assert!(WriteOptions::parse(&Query::parse("force=true"), false).is_err());
+        assert!(
+            WriteOptions::parse(&Query::parse("force=true"), true).is_err(),
+            "apply needs a field manager"
+        );
+        assert!(
+            WriteOptions::parse(&Query::parse("force=true&fieldManager=kubectl"), true)
+                .unwrap()
+                .force
+        );
+        assert!(WriteOptions::parse(&Query::parse("fieldValidation=Bogus"), false).is_err());
+    }
+}

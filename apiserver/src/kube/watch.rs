@@ -1,0 +1,208 @@
+//! Watch: the JSON event stream (`{"type":...,"object":...}` per line) of ADDED, MODIFIED,
+//! DELETED, BOOKMARK and ERROR events, as kube-apiserver streams it.
+//!
+//! - `resourceVersion` unset or `"0"`: synthetic ADDED events for the current state, then changes.
+//! - `resourceVersion=N`: changes after N; a compacted N gets HTTP 200 with an ERROR event
+//!   carrying a 410 `Status` (Argo CD's RetryWatcher needs the event, not an HTTP error).
+//! - `sendInitialEvents=true` (watch-list, client-go's default): ADDED per object, then a BOOKMARK
+//!   annotated `k8s.io/initial-events-end: "true"` at the list's revision, then changes.
+//! - Bookmarks (`allowWatchBookmarks`) from the store when idle and 2 s before the deadline;
+//!   every event, bookmarks included, carries a resourceVersion.
+//! - The stream ends at `timeoutSeconds` (default random 30-60 min), at shutdown, or when the
+//!   client goes away.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderValue, Response, StatusCode, header};
+use kfp_storage::{Object, ReadAt, Revision, WatchItem, WatchRequest};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use super::handlers::{list_request, watch_timeout};
+use super::kinds::Kind;
+use super::output::{self, Output};
+use super::params::ListOptions;
+use crate::app::{App, Req};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::request_info::ResourceRequest;
+
+fn line(kind: &str, object: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(object.len() + 32);
+    b.put_slice(b"{\"type\":\"");
+    b.put_slice(kind.as_bytes());
+    b.put_slice(b"\",\"object\":");
+    b.put_slice(object);
+    b.put_slice(b"}\n");
+    b.freeze()
+}
+
+fn encode(kind: Kind, event: &str, data: &Bytes, out: Output) -> Bytes {
+    match out {
+        Output::Json => line(event, data),
+        other => match output::object(kind, data, other) {
+            Ok(b) => line(event, &b),
+            Err(_) => line(event, data),
+        },
+    }
+}
+
+fn bookmark(kind: Kind, rev: Revision, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let obj =
+        json!({"kind": kind.kind(), "apiVersion": kfp_apiservice::API_VERSION, "metadata": meta});
+    line("BOOKMARK", &serde_json::to_vec(&obj).unwrap_or_default())
+}
+
+fn error_event(status: &ApiError) -> Bytes {
+    line(
+        "ERROR",
+        &serde_json::to_vec(&status.status()).unwrap_or_default(),
+    )
+}
+
+/// Reads the whole current state (all pages at one revision) for initial events.
+async fn initial_state(
+    app: &App,
+    kind: Kind,
+    rr: &ResourceRequest,
+    opts: &ListOptions,
+) -> Result<(Vec<Object>, Revision), ApiError> {
+    let mut lr = list_request(kind, rr, opts);
+    lr.limit = Some(500);
+    lr.continue_token = None;
+    if matches!(lr.at, ReadAt::Exact(_)) {
+        lr.at = ReadAt::Latest;
+    }
+    let mut items = Vec::new();
+    loop {
+        let page = app
+            .store
+            .list(&lr)
+            .await
+            .map_err(|e| ApiError::from_store(e, kind.resource(), ""))?;
+        items.extend(page.items);
+        match page.continue_token {
+            Some(t) => lr.continue_token = Some(t),
+            None => return Ok((items, page.revision)),
+        }
+    }
+}
+
+/// Serves a watch request.
+pub async fn watch(
+    app: &App,
+    kind: Kind,
+    rr: &ResourceRequest,
+    req: &Req,
+) -> Result<Response<Body>, ApiError> {
+    let opts = ListOptions::parse(&req.query, kind.resource(), true)?;
+    let out = output::negotiate(
+        req.header(header::ACCEPT.as_str()),
+        req.query.get("includeObject"),
+    )?;
+    let timeout = watch_timeout(&opts);
+    let synthetic = opts.send_initial_events || matches!(opts.resource_version.as_str(), "" | "0");
+    let (initial, start) = if synthetic {
+        initial_state(app, kind, rr, &opts).await?
+    } else {
+        let rev = match opts.at {
+            ReadAt::NotOlderThan(r) | ReadAt::Exact(r) => r,
+            ReadAt::Latest => Revision(0),
+        };
+        (Vec::new(), rev)
+    };
+    let mut stream = app
+        .store
+        .watch(&WatchRequest {
+            resource: kind.resource().to_owned(),
+            namespace: rr.namespace.clone(),
+            labels: opts.labels.clone(),
+            fields: opts.fields.clone(),
+            from: start,
+            bookmarks: opts.bookmarks,
+        })
+        .await
+        .map_err(|e| ApiError::from_store(e, kind.resource(), ""))?;
+    let (tx, body) = Body::channel(64);
+    let mut shutdown = app.shutdown.clone();
+    let end_marker = opts.send_initial_events;
+    let bookmarks = opts.bookmarks;
+    let guard = app.metrics.watch_started(kind.resource());
+    tokio::spawn(async move {
+        let _guard = guard;
+        let send = |tx: &mpsc::Sender<Bytes>, b: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(b).await.is_ok() }
+        };
+        for o in &initial {
+            if !send(&tx, encode(kind, "ADDED", &o.data, out)).await {
+                return;
+            }
+        }
+        if end_marker && !send(&tx, bookmark(kind, start, true)).await {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        let before_deadline = deadline
+            .checked_sub(std::time::Duration::from_secs(2))
+            .unwrap_or(started);
+        let mut last = start;
+        let mut final_bookmark_sent = !bookmarks;
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(WatchItem::Event { kind: ev, revision, object }) => {
+                        last = revision;
+                        if !send(&tx, encode(kind, ev.as_str(), &object, out)).await {
+                            return;
+                        }
+                    }
+                    Some(WatchItem::Bookmark(rev)) => {
+                        last = last.max(rev);
+                        if bookmarks && !send(&tx, bookmark(kind, last, false)).await {
+                            return;
+                        }
+                    }
+                    Some(WatchItem::Error(e)) => {
+                        let err = match e {
+                            kfp_storage::StoreError::Gone { requested, compacted } => ApiError::gone(format!(
+                                "too old resource version: {} ({})", requested.0, compacted.0
+                            )),
+                            other => ApiError::from_store(other, kind.resource(), ""),
+                        };
+                        let _ = send(&tx, error_event(&err)).await;
+                        return;
+                    }
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(before_deadline), if !final_bookmark_sent => {
+                    final_bookmark_sent = true;
+                    if !send(&tx, bookmark(kind, last, false)).await {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = shutdown.changed() => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// Parses one line of a watch stream (tests and the conformance tools).
+pub fn parse_line(line: &[u8]) -> Option<(String, Value)> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    Some((v["type"].as_str()?.to_owned(), v["object"].clone()))
+}

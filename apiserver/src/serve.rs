@@ -1,0 +1,89 @@
+//! `kfp-apiserver serve`: turns options into a running server (Options -> settings -> run).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use kfp_storage::compactor::{self, CompactionPolicy};
+use kfp_storage::{SqlStore, Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::{App, Limits};
+use crate::auth::TokenAuthenticator;
+use crate::options::ServeOptions;
+
+/// Runs the server until a signal; returns the process exit code.
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let (store_url, cert, key, authn) = if opts.dev {
+        let dev = crate::dev::prepare(&opts.data_dir, &opts.listen)?;
+        println!(
+            "kfp-apiserver (dev): https://{} ; kubeconfig: {}",
+            opts.listen,
+            dev.kubeconfig.display()
+        );
+        println!(
+            "try: KUBECONFIG={} kubectl api-resources --api-group=pipelines.kubeflow.org",
+            dev.kubeconfig.display()
+        );
+        let store = opts.store.clone().unwrap_or(dev.store_url);
+        (
+            store,
+            dev.cert,
+            dev.key,
+            TokenAuthenticator::single(&dev.token, "kfp-admin", &["system:masters"]),
+        )
+    } else {
+        let store = opts.store.clone().context(
+            "--store is required without --dev (sqlite://PATH, postgres://..., mysql://...)",
+        )?;
+        let cert = opts
+            .tls_cert_file
+            .clone()
+            .context("--tls-cert-file is required without --dev")?;
+        let key = opts
+            .tls_private_key_file
+            .clone()
+            .context("--tls-private-key-file is required without --dev")?;
+        let file = opts.token_auth_file.clone().context(
+            "--token-auth-file is required without --dev until delegated authentication (front proxy, TokenReview) lands",
+        )?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let authn = TokenAuthenticator::from_csv(&text).map_err(anyhow::Error::msg)?;
+        (store, cert, key, authn)
+    };
+    let resolver = Arc::new(kfp_certs::ReloadingResolver::new(&cert, &key)?);
+    let tls = kfp_certs::server_config(resolver)?;
+    let listener = TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::open(StoreConfig::new(&store_url))
+            .await
+            .context("opening the store")?,
+    );
+    let compaction = compactor::spawn(store.clone(), CompactionPolicy::default());
+    let (tx, rx) = watch::channel(false);
+    let app = App::new(store, authn, rx.clone(), Limits::default());
+    tracing::info!(listen = %opts.listen, store = %redact(&store_url), "serving");
+    let server = tokio::spawn(crate::server::run(listener, tls, app, rx));
+    crate::server::signal().await;
+    let _ = tx.send(true);
+    let _ = server.await;
+    compaction.abort();
+    Ok(())
+}
+
+/// A store URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
