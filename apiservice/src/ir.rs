@@ -375,6 +375,20 @@ fn expect_object<'a>(
 fn expect_str<'a>(value: &'a Value, path: &FieldPath, errs: &mut ErrorList) -> Option<&'a str> {
     match value {
         Value::String(s) => Some(s),
+        Value::Bool(b) => {
+            // kubectl and most Kubernetes tooling read YAML 1.1, where an unquoted y/n/yes/no/
+            // on/off is a boolean: a name written that way arrives here as true/false.
+            errs.push(FieldError::new(
+                ErrorType::TypeInvalid,
+                path.clone(),
+                format!(
+                    "must be a string, found a boolean ({b}); YAML 1.1 readers such as kubectl turn \
+                     an unquoted {} into a boolean, so quote the name in the manifest",
+                    if *b { "y, yes or on" } else { "n, no or off" }
+                ),
+            ));
+            None
+        }
         other => {
             errs.push(FieldError::new(
                 ErrorType::TypeInvalid,

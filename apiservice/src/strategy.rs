@@ -159,7 +159,7 @@ pub fn validate_meta(meta: &ObjectMeta) -> ErrorList {
         errs.push(FieldError::new(
             ErrorType::TooLong,
             path.child("annotations"),
-            format!("may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
+            format!("must have at most {MAX_ANNOTATIONS_BYTES} bytes"),
         ));
     }
     for (i, f) in meta.finalizers.iter().flatten().enumerate() {

@@ -1,1 +1,234 @@
-//! placeholder
+//! `kfp-conformance`: black-box test support. A [`DevServer`] is the real `kfp-apiserver` binary
+//! started with `serve --dev` in a fresh data directory on a free loopback port; tests talk to
+//! it only through real clients (kubectl, kube-rs). Nothing here links the server.
+//!
+//! The binary is `$KFP_APISERVER_BIN` or `target/debug/kfp-apiserver` (scripts/test builds it);
+//! kubectl is `$KUBECTL` or the one `../shared/tools/install-kubectl` installs.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The server binary under test.
+pub fn server_binary() -> PathBuf {
+    let p = std::env::var_os("KFP_APISERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/kfp-apiserver"));
+    assert!(
+        p.exists(),
+        "{} does not exist: run `cargo build -p kfp-apiserver` (scripts/test does) or set KFP_APISERVER_BIN",
+        p.display()
+    );
+    p
+}
+
+/// The kubectl under test.
+pub fn kubectl_binary() -> PathBuf {
+    let p = std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/kfp-tools/bin/kubectl")
+        });
+    assert!(
+        p.exists(),
+        "{} does not exist: run ../shared/tools/install-kubectl (scripts/test does) or set KUBECTL",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running `serve --dev`.
+pub struct DevServer {
+    child: Option<Child>,
+    /// The data directory.
+    pub dir: PathBuf,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The kubeconfig the server wrote.
+    pub kubeconfig: PathBuf,
+    owned_dir: bool,
+}
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl DevServer {
+    /// Starts a server in a fresh directory and waits (at most 30 s) until `/readyz` answers.
+    pub fn start(name: &str) -> DevServer {
+        let dir =
+            std::env::temp_dir().join(format!("kfp-conformance-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Self::start_in(dir, true)
+    }
+
+    /// Starts a server on an existing data directory (restart tests).
+    pub fn start_in(dir: PathBuf, owned_dir: bool) -> DevServer {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(std::env::temp_dir().join(format!(
+            "{}.log",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("kfp")
+        )))
+        .expect("log file");
+        let child = Command::new(server_binary())
+            .args(["serve", "--dev", "--listen", &addr, "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kfp-apiserver");
+        let s = DevServer {
+            child: Some(child),
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+            addr,
+            owned_dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.kubeconfig.exists() {
+                let r = self.kubectl(&["get", "--raw", "/readyz"]);
+                if r.code == 0 && r.stdout.trim() == "ok" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kfp-apiserver did not become ready in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        self.kubectl_stdin(args, None)
+    }
+
+    /// Runs kubectl with `stdin` as standard input.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(kubectl_binary());
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output").into()
+    }
+
+    /// Starts a long-running kubectl (e.g. `get -w`) with piped output.
+    pub fn kubectl_spawn(&self, args: &[&str]) -> Child {
+        Command::new(kubectl_binary())
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl")
+    }
+
+    /// Stops the server with SIGTERM and waits for it (graceful shutdown), keeping the data.
+    pub fn stop(&mut self) -> i32 {
+        let Some(mut child) = self.child.take() else {
+            return 0;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return -1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token"))
+            .expect("token")
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if self.owned_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The shared corpus directory.
+pub fn corpus() -> PathBuf {
+    workspace().join("../shared/corpus")
+}
+
+/// YAML files of a corpus directory, sorted.
+pub fn corpus_files(sub: &str) -> Vec<PathBuf> {
+    let dir = corpus().join(sub);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}

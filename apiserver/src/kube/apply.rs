@@ -177,14 +177,13 @@ pub fn apply(
     let previous = object.clone();
     // Record this manager's Apply entry as exactly the applied set.
     managed::record(&mut object, Some(&previous), manager, "Apply", None);
-    if let Some(Value::Array(es)) = object.pointer_mut("/metadata/managedFields") {
-        if let Some(e) = es
+    if let Some(Value::Array(es)) = object.pointer_mut("/metadata/managedFields")
+        && let Some(e) = es
             .iter_mut()
             .find(|e| e["manager"] == manager && e["operation"] == "Apply")
         {
             e["fieldsV1"] = managed::fields_of(applied, false);
         }
-    }
     Ok(Applied { object })
 }
 

@@ -203,13 +203,12 @@ impl WriteOptions {
             .get("fieldManager")
             .filter(|m| !m.is_empty())
             .map(str::to_owned);
-        if let Some(m) = &field_manager {
-            if m.len() > 128 {
+        if let Some(m) = &field_manager
+            && m.len() > 128 {
                 return Err(ApiError::bad_request(
                     "fieldManager: Too long: may not be more than 128 bytes",
                 ));
             }
-        }
         let field_validation = FieldValidation::parse(q.get("fieldValidation").unwrap_or_default())
             .ok_or_else(|| {
                 ApiError::bad_request(format!(

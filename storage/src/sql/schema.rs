@@ -22,7 +22,7 @@ pub(crate) const SQLITE: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (resource, namespace, name))",
     "CREATE UNIQUE INDEX IF NOT EXISTS kfp_objects_uid ON kfp_objects (resource, uid)",
-    "CREATE INDEX IF NOT EXISTS kfp_objects_created ON kfp_objects (resource, namespace, created_at)",
+    "CREATE INDEX IF NOT EXISTS kfp_objects_created ON kfp_objects (resource, namespace, created_at, uid)",
     "CREATE INDEX IF NOT EXISTS kfp_objects_pipeline ON kfp_objects (resource, pipeline_uid)",
     "CREATE TABLE IF NOT EXISTS kfp_labels (
         resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
@@ -46,7 +46,7 @@ pub(crate) const POSTGRES: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (resource, namespace, name))"#,
     "CREATE UNIQUE INDEX IF NOT EXISTS kfp_objects_uid ON kfp_objects (resource, uid)",
-    "CREATE INDEX IF NOT EXISTS kfp_objects_created ON kfp_objects (resource, namespace, created_at)",
+    "CREATE INDEX IF NOT EXISTS kfp_objects_created ON kfp_objects (resource, namespace, created_at, uid)",
     "CREATE INDEX IF NOT EXISTS kfp_objects_pipeline ON kfp_objects (resource, pipeline_uid)",
     r#"CREATE TABLE IF NOT EXISTS kfp_labels (
         resource TEXT COLLATE "C" NOT NULL, namespace TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL,
@@ -70,7 +70,7 @@ pub(crate) const MYSQL: &[&str] = &[
         value LONGTEXT NOT NULL,
         PRIMARY KEY (resource, namespace, name),
         UNIQUE KEY kfp_objects_uid (resource, uid),
-        KEY kfp_objects_created (resource, namespace, created_at),
+        KEY kfp_objects_created (resource, namespace, created_at, uid),
         KEY kfp_objects_pipeline (resource, pipeline_uid)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS kfp_labels (
