@@ -54,6 +54,24 @@ pub struct ServeOptions {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Change-feed events kept in memory for watch replay.
+    #[arg(long, default_value_t = 4096)]
+    pub watch_ring_capacity: usize,
+    /// How many events a watcher may fall behind before it gets 410 Gone.
+    #[arg(long, default_value_t = 4096)]
+    pub watch_channel_capacity: usize,
+    /// Seconds between bookmarks on an idle watch.
+    #[arg(long, default_value_t = 60)]
+    pub watch_bookmark_interval_seconds: u64,
+    /// Change-feed revisions always kept (list continuation and watch resumption).
+    #[arg(long, default_value_t = 10_000)]
+    pub compaction_keep_revisions: u64,
+    /// Change-feed history younger than this many seconds is always kept.
+    #[arg(long, default_value_t = 300)]
+    pub compaction_keep_seconds: u64,
+    /// Seconds between compactions.
+    #[arg(long, default_value_t = 60)]
+    pub compaction_interval_seconds: u64,
 }
 
 /// Log output format.

@@ -1,6 +1,7 @@
 //! `kfp-apiserver serve`: turns options into a running server (Options -> settings -> run).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use kfp_storage::compactor::{self, CompactionPolicy};
@@ -57,12 +58,21 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqlStore::open(StoreConfig::new(&store_url))
-            .await
-            .context("opening the store")?,
+    let mut config = StoreConfig::new(&store_url);
+    config.feed.ring_capacity = opts.watch_ring_capacity;
+    config.feed.channel_capacity = opts.watch_channel_capacity.max(1);
+    config.feed.bookmark_interval =
+        Duration::from_secs(opts.watch_bookmark_interval_seconds.max(1));
+    let store: Arc<dyn Store> =
+        Arc::new(SqlStore::open(config).await.context("opening the store")?);
+    let compaction = compactor::spawn(
+        store.clone(),
+        CompactionPolicy {
+            keep_revisions: opts.compaction_keep_revisions,
+            keep_age: Duration::from_secs(opts.compaction_keep_seconds),
+            interval: Duration::from_secs(opts.compaction_interval_seconds.max(1)),
+        },
     );
-    let compaction = compactor::spawn(store.clone(), CompactionPolicy::default());
     let (tx, rx) = watch::channel(false);
     let app = App::new(store, authn, rx.clone(), Limits::default());
     tracing::info!(listen = %opts.listen, store = %redact(&store_url), "serving");

@@ -96,15 +96,24 @@ impl DevServer {
 
     /// Starts a server on an existing data directory (restart tests).
     pub fn start_in(dir: PathBuf, owned_dir: bool) -> DevServer {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(std::env::temp_dir().join(format!(
-            "{}.log",
-            dir.file_name().and_then(|n| n.to_str()).unwrap_or("kfp")
-        )))
-        .expect("log file");
+        Self::start_with(dir, owned_dir, &format!("127.0.0.1:{}", free_port()), &[])
+    }
+
+    /// Starts a server on `addr` with extra `serve` flags.
+    pub fn start_with(dir: PathBuf, owned_dir: bool, addr: &str, flags: &[&str]) -> DevServer {
+        let addr = addr.to_owned();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::env::temp_dir().join(format!(
+                "{}.log",
+                dir.file_name().and_then(|n| n.to_str()).unwrap_or("kfp")
+            )))
+            .expect("log file");
         let child = Command::new(server_binary())
             .args(["serve", "--dev", "--listen", &addr, "--data-dir"])
             .arg(&dir)
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -53,6 +53,12 @@ pub async fn compact_once(
 /// Runs [`compact_once`] every `policy.interval` until the task is dropped or aborted.
 pub fn spawn(store: Arc<dyn Store>, policy: CompactionPolicy) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        tracing::info!(
+            interval_s = policy.interval.as_secs_f64(),
+            keep_revisions = policy.keep_revisions,
+            keep_age_s = policy.keep_age.as_secs_f64(),
+            "change-feed compaction scheduled"
+        );
         let mut tick = tokio::time::interval(policy.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -181,9 +181,9 @@ pub fn apply(
         && let Some(e) = es
             .iter_mut()
             .find(|e| e["manager"] == manager && e["operation"] == "Apply")
-        {
-            e["fieldsV1"] = managed::fields_of(applied, false);
-        }
+    {
+        e["fieldsV1"] = managed::fields_of(applied, false);
+    }
     Ok(Applied { object })
 }
 

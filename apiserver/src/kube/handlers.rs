@@ -306,13 +306,14 @@ async fn update(
             .await
             .map_err(|e| ApiError::from_store(e, kind.resource(), &name))?;
         if let Some(w) = wanted
-            && w != old.revision {
-                return Err(ApiError::conflict(
-                    kind.resource(),
-                    &name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
-            }
+            && w != old.revision
+        {
+            return Err(ApiError::conflict(
+                kind.resource(),
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
         let old_json = old.json().map_err(|e| ApiError::internal(e.to_string()))?;
         let mut new_body = body.clone();
         if new_body.get("metadata").is_none_or(Value::is_null) {
@@ -428,9 +429,10 @@ async fn patch(
                 .await?;
                 managed::record(&mut obj, None, &mgr, "Apply", None);
                 if let Some(Value::Array(es)) = obj.pointer_mut("/metadata/managedFields")
-                    && let Some(e) = es.last_mut() {
-                        e["fieldsV1"] = managed::fields_of(applied, false);
-                    }
+                    && let Some(e) = es.last_mut()
+                {
+                    e["fieldsV1"] = managed::fields_of(applied, false);
+                }
                 if opts.dry_run {
                     return Ok(json_response(
                         StatusCode::CREATED,
@@ -498,13 +500,14 @@ async fn patch(
         };
         let wanted = body_rv(&patched)?.filter(|r| Some(*r) != body_rv(&live).ok().flatten());
         if let Some(w) = wanted
-            && w != old.revision {
-                return Err(ApiError::conflict(
-                    kind.resource(),
-                    &name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
-            }
+            && w != old.revision
+        {
+            return Err(ApiError::conflict(
+                kind.resource(),
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
         if name_of(&patched) != name {
             return Err(ApiError::bad_request(
                 "metadata.name: Invalid value: the name of a patched object cannot change",

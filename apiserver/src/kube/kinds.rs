@@ -103,9 +103,10 @@ fn place(meta: &mut ObjectMeta, namespace: &str) -> Result<(), ApiError> {
     }
     meta.namespace = Some(namespace.to_owned());
     if meta.name.as_deref().unwrap_or_default().is_empty()
-        && let Some(prefix) = meta.generate_name.as_deref().filter(|p| !p.is_empty()) {
-            meta.name = Some(format!("{prefix}{}", random_suffix()));
-        }
+        && let Some(prefix) = meta.generate_name.as_deref().filter(|p| !p.is_empty())
+    {
+        meta.name = Some(format!("{prefix}{}", random_suffix()));
+    }
     Ok(())
 }
 

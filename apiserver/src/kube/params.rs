@@ -204,11 +204,12 @@ impl WriteOptions {
             .filter(|m| !m.is_empty())
             .map(str::to_owned);
         if let Some(m) = &field_manager
-            && m.len() > 128 {
-                return Err(ApiError::bad_request(
-                    "fieldManager: Too long: may not be more than 128 bytes",
-                ));
-            }
+            && m.len() > 128
+        {
+            return Err(ApiError::bad_request(
+                "fieldManager: Too long: may not be more than 128 bytes",
+            ));
+        }
         let field_validation = FieldValidation::parse(q.get("fieldValidation").unwrap_or_default())
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
