@@ -145,6 +145,13 @@ impl App {
             ),
             _ => (method_verb(&parts.method), String::new(), String::new()),
         };
+        let ctx = Ctx {
+            audit_id: &audit_id,
+            verb,
+            resource: &resource,
+            namespace: &namespace,
+            started,
+        };
         // 3. body limit
         let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
@@ -157,15 +164,7 @@ impl App {
                 } else {
                     ApiError::bad_request(format!("reading the request body failed: {e}"))
                 };
-                return self.finish(
-                    err.into_response(),
-                    &audit_id,
-                    verb,
-                    &resource,
-                    &namespace,
-                    None,
-                    started,
-                );
+                return self.finish(err.into_response(), &ctx, None);
             }
         };
         let mut r = Req {
@@ -183,8 +182,7 @@ impl App {
                 Some(u) => r.user = Some(u),
                 None => {
                     let resp = ApiError::unauthorized().into_response();
-                    return self
-                        .finish(resp, &audit_id, verb, &resource, &namespace, None, started);
+                    return self.finish(resp, &ctx, None);
                 }
             }
         }
@@ -205,30 +203,14 @@ impl App {
                 Ok(p) => Some(p),
                 Err(_) => {
                     let resp = ApiError::too_many_requests().into_response();
-                    return self.finish(
-                        resp,
-                        &audit_id,
-                        verb,
-                        &resource,
-                        &namespace,
-                        user.as_deref(),
-                        started,
-                    );
+                    return self.finish(resp, &ctx, user.as_deref());
                 }
             }
         };
         // 8. authorization
         if let Decision::Deny(why) = self.authorize(&r, &target) {
             let resp = ApiError::forbidden(why).into_response();
-            return self.finish(
-                resp,
-                &audit_id,
-                verb,
-                &resource,
-                &namespace,
-                user.as_deref(),
-                started,
-            );
+            return self.finish(resp, &ctx, user.as_deref());
         }
         // 2 + 7 + 9: the handler in its own task (panic guard), under the timeout unless watch.
         let app = self.clone();
@@ -245,15 +227,7 @@ impl App {
                     );
                     e.code = 504;
                     e.reason = "Timeout";
-                    return self.finish(
-                        e.into_response(),
-                        &audit_id,
-                        verb,
-                        &resource,
-                        &namespace,
-                        user.as_deref(),
-                        started,
-                    );
+                    return self.finish(e.into_response(), &ctx, user.as_deref());
                 }
             }
         };
@@ -266,28 +240,22 @@ impl App {
                     .into_response()
             }
         };
-        self.finish(
-            resp,
-            &audit_id,
-            verb,
-            &resource,
-            &namespace,
-            user.as_deref(),
-            started,
-        )
+        self.finish(resp, &ctx, user.as_deref())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         mut resp: Response<Body>,
-        audit_id: &str,
-        verb: &str,
-        resource: &str,
-        namespace: &str,
+        ctx: &Ctx<'_>,
         user: Option<&str>,
-        started: Instant,
     ) -> Response<Body> {
+        let Ctx {
+            audit_id,
+            verb,
+            resource,
+            namespace,
+            started,
+        } = *ctx;
         if let Ok(v) = HeaderValue::from_str(audit_id) {
             resp.headers_mut().insert("audit-id", v);
         }
@@ -399,6 +367,16 @@ impl App {
             ),
         }
     }
+}
+
+/// What the one log line and the metrics of a request need.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    audit_id: &'a str,
+    verb: &'a str,
+    resource: &'a str,
+    namespace: &'a str,
+    started: Instant,
 }
 
 fn method_verb(m: &Method) -> &'static str {
