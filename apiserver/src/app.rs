@@ -9,7 +9,7 @@
 //!    first);
 //! 5. authentication (health probes excepted), 401 otherwise;
 //! 6. in-flight limits, separate for mutating and read-only requests, 429 + Retry-After;
-//!    watches are long-running and do not hold a slot;
+//!    watches (long-running), health probes and discovery/OpenAPI documents do not hold a slot;
 //! 7. timeout: 60 s for everything but watch, 504;
 //! 8. authorization;
 //! 9. the router and the handlers.
@@ -188,7 +188,14 @@ impl App {
         }
         let user = r.user.as_ref().map(|u| u.name.clone());
         // 6. in-flight limits (watch is long-running and exempt)
-        let _permit = if verb == "watch" {
+        // Probes and static documents are exempt too: a kubelet probe or the aggregator's
+        // availability check answered 429 would restart the pod or mark the API unavailable
+        // (kube-apiserver's APF puts them in the exempt priority level).
+        let exempt = matches!(
+            target,
+            Target::Health(_) | Target::Discovery(_) | Target::OpenApi(_)
+        );
+        let _permit = if verb == "watch" || exempt {
             None
         } else {
             let sem = if matches!(
@@ -377,6 +384,36 @@ struct Ctx<'a> {
     resource: &'a str,
     namespace: &'a str,
     started: Instant,
+}
+
+/// The application as a `tower::Service`, so the whole stack can be driven in-process (for
+/// example by `kube::Client::new(AppService(app), "default")`) without a socket.
+#[derive(Clone)]
+pub struct AppService(pub Arc<App>);
+
+impl<B> tower::Service<Request<B>> for AppService
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let app = self.0.clone();
+        Box::pin(async move { Ok(app.serve(req).await) })
+    }
 }
 
 fn method_verb(m: &Method) -> &'static str {

@@ -1,0 +1,193 @@
+//! The whole stack in-process through `AppService` (no socket): the real kube-rs client on top,
+//! and the failure paths that need control over the store or the limits: a database that is
+//! down (503 + Retry-After, `/readyz` failing, the process answering), the in-flight limit
+//! (429 + Retry-After), the body limit (413), and missing credentials (401).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use kfp_apiserver::app::{App, AppService, Limits};
+use kfp_apiserver::auth::TokenAuthenticator;
+use kfp_apiservice::{Pipeline, PipelineSpec};
+use kfp_storage::{SqlStore, Store, StoreConfig};
+use tower::Service;
+
+const TOKEN: &str = "in-process-token";
+
+/// The app, its store, and the shutdown sender (kept alive by the caller).
+async fn app(name: &str, limits: Limits) -> (Arc<App>, SqlStore, tokio::sync::watch::Sender<bool>) {
+    let dir = std::env::temp_dir().join(format!("kfp-in-process-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = SqlStore::open(StoreConfig::new(format!(
+        "sqlite://{}/store.db",
+        dir.display()
+    )))
+    .await
+    .expect("store");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    (
+        App::new(
+            dyn_store,
+            TokenAuthenticator::single(TOKEN, "admin", &[]),
+            rx,
+            limits,
+        ),
+        store,
+        tx,
+    )
+}
+
+async fn call(
+    app: &Arc<App>,
+    method: &str,
+    uri: &str,
+    body: &str,
+    auth: bool,
+) -> (StatusCode, http::HeaderMap, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if auth {
+        req = req.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let resp = AppService(app.clone()).call(req).await.expect("infallible");
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn kube_client_runs_on_the_in_process_stack() {
+    let (app, _store, _shutdown) = app("kube", Limits::default()).await;
+    let client = kube::Client::new(
+        tower::ServiceBuilder::new()
+            .map_request(|mut r: Request<kube::client::Body>| {
+                r.headers_mut().insert(
+                    "authorization",
+                    format!("Bearer {TOKEN}").parse().expect("header"),
+                );
+                r
+            })
+            .service(AppService(app)),
+        "team-a",
+    );
+    let api: kube::Api<Pipeline> = kube::Api::default_namespaced(client);
+    let mut p = Pipeline {
+        spec: PipelineSpec {
+            display_name: Some("In process".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .with_type_meta();
+    p.metadata.name = Some("p".into());
+    let created = api.create(&Default::default(), &p).await.expect("create");
+    assert_eq!(created.metadata.namespace.as_deref(), Some("team-a"));
+    let list = api.list(&Default::default()).await.expect("list");
+    assert_eq!(list.items.len(), 1);
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_gives_503_and_readyz_fails_but_the_server_answers() {
+    let (app, store, _shutdown) = app("down", Limits::default()).await;
+    let (code, _, _) = call(&app, "GET", "/readyz", "", false).await;
+    assert_eq!(code, StatusCode::OK);
+    store.close().await;
+    let (code, headers, body) = call(
+        &app,
+        "GET",
+        "/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines/x",
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("1")
+    );
+    assert!(body.contains("\"reason\":\"ServiceUnavailable\""), "{body}");
+    let (code, _, body) = call(&app, "GET", "/readyz", "", false).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("[-]store failed"), "{body}");
+    // Discovery never touches the store: the aggregator's availability probe keeps passing.
+    let (code, _, _) = call(
+        &app,
+        "GET",
+        "/apis/pipelines.kubeflow.org/v2beta1",
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn limits_answer_429_413_and_401_with_status_bodies() {
+    let limits = Limits {
+        read_only: 0,
+        mutating: 0,
+        timeout: Duration::from_secs(60),
+    };
+    let (app, _store, _shutdown) = app("limits", limits).await;
+    let (code, headers, body) = call(
+        &app,
+        "GET",
+        "/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines",
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(
+        headers
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some("1")
+    );
+    let big = "x".repeat(kfp_apiserver::app::MAX_BODY_BYTES + 1);
+    let (code, _, body) = call(
+        &app,
+        "POST",
+        "/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines",
+        &big,
+        true,
+    )
+    .await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(body.contains("RequestEntityTooLarge"));
+    let (code, _, body) = call(&app, "GET", "/apis", "", false).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("\"kind\":\"Status\""));
+    // Health probes need no credentials and, like discovery, are never throttled.
+    assert_eq!(
+        call(&app, "GET", "/livez", "", false).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            "/apis/pipelines.kubeflow.org/v2beta1",
+            "",
+            true
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+}
