@@ -107,12 +107,16 @@ impl App {
         shutdown: watch::Receiver<bool>,
         limits: Limits,
     ) -> Arc<App> {
+        let metrics = Metrics::new();
         Arc::new(App {
-            store,
+            store: Arc::new(crate::store_metrics::InstrumentedStore::new(
+                store,
+                metrics.clone(),
+            )),
             docs: Docs::build(),
             authn,
             shutdown,
-            metrics: Metrics::new(),
+            metrics,
             read_only: Arc::new(Semaphore::new(limits.read_only)),
             mutating: Arc::new(Semaphore::new(limits.mutating)),
             timeout: limits.timeout,

@@ -11,7 +11,8 @@
 //! - [`kube`]: the generic Kubernetes handlers, watch, encodings, server-side apply.
 //! - [`docs`]: discovery and OpenAPI documents with ETags.
 //! - [`error`]: the single conversion to `Status`.
-//! - [`metrics`], [`body`]: Prometheus metrics; the response body type.
+//! - [`metrics`], [`store_metrics`], [`body`]: Prometheus metrics (requests, watches, store
+//!   latency); the response body type.
 //! - [`validate`]: the `validate` subcommand.
 
 pub mod app;
@@ -26,4 +27,5 @@ pub mod options;
 pub mod request_info;
 pub mod serve;
 pub mod server;
+pub mod store_metrics;
 pub mod validate;

@@ -25,12 +25,26 @@ struct VerbResource {
     resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchEventLabels {
+    resource: String,
+    r#type: String,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<VerbResource, Histogram>,
     longrunning: Family<VerbResource, Gauge>,
+    store: Family<OperationLabels, Histogram>,
+    watch_events: Family<WatchEventLabels, Counter>,
 }
 
 /// Decrements the open-watch gauge when the watch ends.
@@ -55,6 +69,12 @@ impl Metrics {
             ])
         });
         let longrunning = Family::<VerbResource, Gauge>::default();
+        let store = Family::<OperationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+        });
+        let watch_events = Family::<WatchEventLabels, Counter>::default();
         registry.register(
             "apiserver_request",
             "Counter of apiserver requests broken out by verb, resource and HTTP response code.",
@@ -70,11 +90,23 @@ impl Metrics {
             "Gauge of all active long-running apiserver requests (watches).",
             longrunning.clone(),
         );
+        registry.register(
+            "kfp_store_operation_duration_seconds",
+            "Store operation latency by operation and result (ok or the error kind).",
+            store.clone(),
+        );
+        registry.register(
+            "apiserver_watch_events",
+            "Number of events sent to watch clients, by resource and event type.",
+            watch_events.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
             duration,
             longrunning,
+            store,
+            watch_events,
         })
     }
 
@@ -95,6 +127,26 @@ impl Metrics {
                 })
                 .observe(seconds);
         }
+    }
+
+    /// Records one store operation.
+    pub fn observe_store(&self, operation: &str, result: &str, seconds: f64) {
+        self.store
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+                result: result.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts one event sent to a watcher.
+    pub fn watch_event(&self, resource: &str, kind: &str) {
+        self.watch_events
+            .get_or_create(&WatchEventLabels {
+                resource: resource.to_owned(),
+                r#type: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an open watch until the guard drops.
@@ -139,6 +191,19 @@ mod tests {
             text.contains(
                 "apiserver_longrunning_requests{verb=\"WATCH\",resource=\"pipelines\"} 1"
             )
+        );
+        m.observe_store("get", "ok", 0.001);
+        m.watch_event("pipelines", "ADDED");
+        let text = m.render();
+        assert!(
+            text.contains(
+                "kfp_store_operation_duration_seconds_count{operation=\"get\",result=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("apiserver_watch_events_total{resource=\"pipelines\",type=\"ADDED\"} 1"),
+            "{text}"
         );
         drop(g);
         assert!(

@@ -191,3 +191,48 @@ async fn limits_answer_429_413_and_401_with_status_bodies() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_request_past_its_timeout_is_504_and_metrics_show_requests_and_store_latency() {
+    let limits = Limits {
+        timeout: Duration::ZERO,
+        ..Limits::default()
+    };
+    let (slow, _store, _shutdown) = app("timeout", limits).await;
+    // On this single-threaded runtime the handler task cannot run before the zero timeout fires.
+    let (code, _, body) = call(
+        &slow,
+        "GET",
+        "/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines",
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(code, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(body.contains("\"reason\":\"Timeout\""), "{body}");
+
+    let (app, _store2, _shutdown2) = app("metrics", Limits::default()).await;
+    let (code, _, _) = call(
+        &app,
+        "GET",
+        "/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines/missing",
+        "",
+        true,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _, text) = call(&app, "GET", "/metrics", "", true).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        text.contains(
+            "apiserver_request_total{verb=\"GET\",resource=\"pipelines\",code=\"404\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "kfp_store_operation_duration_seconds_count{operation=\"get\",result=\"not_found\"} 1"
+        ),
+        "{text}"
+    );
+}

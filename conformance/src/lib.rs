@@ -105,10 +105,7 @@ impl DevServer {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(std::env::temp_dir().join(format!(
-                "{}.log",
-                dir.file_name().and_then(|n| n.to_str()).unwrap_or("kfp")
-            )))
+            .open(log_path_for(&dir))
             .expect("log file");
         let child = Command::new(server_binary())
             .args(["serve", "--dev", "--listen", &addr, "--data-dir"])
@@ -204,6 +201,11 @@ impl DevServer {
         }
     }
 
+    /// The server's log file (stderr, appended across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        log_path_for(&self.dir)
+    }
+
     /// The admin token.
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.dir.join("admin.token"))
@@ -223,6 +225,13 @@ impl Drop for DevServer {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+fn log_path_for(dir: &Path) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "{}.log",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("kfp")
+    ))
 }
 
 /// The shared corpus directory.

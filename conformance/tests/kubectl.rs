@@ -578,3 +578,38 @@ fn restart_keeps_data_and_credentials() {
     );
     assert_eq!(rv, again);
 }
+
+#[test]
+fn sigterm_ends_open_watches_and_exits_cleanly() {
+    let mut s = DevServer::start("sigterm");
+    ok(
+        &s.kubectl(&["apply", "-f", path(&corpus().join("k8s/hello_world.yaml"))]),
+        "apply",
+    );
+    let mut watch = s.kubectl_spawn(&["get", "plv", "-n", "kubeflow", "-w"]);
+    let stdout = watch.stdout.take().expect("stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the watch printed its first line");
+    assert_eq!(s.stop(), 0, "graceful shutdown with an open watch exits 0");
+    // The watch ended on the shutdown signal; the server did not wait out its drain time-out.
+    let log = std::fs::read_to_string(s.log_path()).expect("server log");
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        !log.contains("drain timed out"),
+        "an open watch held shutdown:\n{log}"
+    );
+    // kubectl's watch ends when the server closes it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if watch.try_wait().expect("wait").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl -w did not end after the server shut down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -132,6 +132,7 @@ pub async fn watch(
     let end_marker = opts.send_initial_events;
     let bookmarks = opts.bookmarks;
     let guard = app.metrics.watch_started(kind.resource());
+    let metrics = app.metrics.clone();
     tokio::spawn(async move {
         let _guard = guard;
         let send = |tx: &mpsc::Sender<Bytes>, b: Bytes| {
@@ -158,6 +159,7 @@ pub async fn watch(
                 item = stream.next() => match item {
                     Some(WatchItem::Event { kind: ev, revision, object }) => {
                         last = revision;
+                        metrics.watch_event(kind.resource(), ev.as_str());
                         if !send(&tx, encode(kind, ev.as_str(), &object, out)).await {
                             return;
                         }
