@@ -241,7 +241,6 @@ fn body_rv(v: &Value) -> Result<Option<Revision>, ApiError> {
 /// Finishes an update: finalizer-driven deletion, dry run, or the store write.
 async fn commit_update(
     app: &App,
-    kind: Kind,
     k: &Key,
     old: &Object,
     new: Value,
@@ -269,7 +268,6 @@ async fn commit_update(
             .await
             .map(|o| json_response(StatusCode::OK, o.data, &[])));
     }
-    let _ = kind;
     Ok(app
         .store
         .update(k, new, &pre)
@@ -337,7 +335,7 @@ async fn update(
             "Update",
             status.then_some("status"),
         );
-        match commit_update(app, kind, &k, &old, obj, opts.dry_run).await? {
+        match commit_update(app, &k, &old, obj, opts.dry_run).await? {
             Ok(mut resp) => {
                 add_warnings(&mut resp, &warnings);
                 return Ok(resp);
@@ -535,7 +533,7 @@ async fn patch(
                 status.then_some("status"),
             );
         }
-        match commit_update(app, kind, &k, &old, obj, opts.dry_run).await? {
+        match commit_update(app, &k, &old, obj, opts.dry_run).await? {
             Ok(mut resp) => {
                 add_warnings(&mut resp, &warnings);
                 return Ok(resp);

@@ -14,7 +14,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode, header};
 use kfp_storage::{Object, ReadAt, Revision, WatchItem, WatchRequest};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -201,10 +201,4 @@ pub async fn watch(
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
-}
-
-/// Parses one line of a watch stream (tests and the conformance tools).
-pub fn parse_line(line: &[u8]) -> Option<(String, Value)> {
-    let v: Value = serde_json::from_slice(line).ok()?;
-    Some((v["type"].as_str()?.to_owned(), v["object"].clone()))
 }

@@ -1158,13 +1158,12 @@ impl Store for SqlStore {
     }
 
     async fn delete_collection(&self, req: &ListRequest) -> Result<Vec<Object>> {
-        let mut all = ListRequest {
+        let all = ListRequest {
             limit: None,
             continue_token: None,
             at: ReadAt::Latest,
             ..req.clone()
         };
-        all.limit = None;
         let page = self.list(&all).await?;
         let mut deleted = Vec::with_capacity(page.items.len());
         for o in page.items {
