@@ -141,21 +141,19 @@ pub fn pipeline_to_rest(p: &Pipeline) -> RestPipeline {
     }
 }
 
+/// KFP's fallbacks: the name defaults to the display name and the display name to the name.
+fn name_and_display(name: &str, display: &str) -> (String, String) {
+    let name = if name.is_empty() { display } else { name };
+    let display = if display.is_empty() { name } else { display };
+    (name.to_owned(), display.to_owned())
+}
+
 /// The Pipeline object a REST create writes: `name`, `namespace`, `spec.displayName`,
 /// `spec.description`, `spec.tags` — no labels or annotations, as KFP's Kubernetes store does.
 /// `name` falls back to `display_name` and the other way round. The caller has resolved the
 /// namespace (single-user default or multi-user request).
 pub fn pipeline_from_rest(r: &RestPipeline, namespace: &str) -> Pipeline {
-    let name = if r.name.is_empty() {
-        r.display_name.clone()
-    } else {
-        r.name.clone()
-    };
-    let display = if r.display_name.is_empty() {
-        name.clone()
-    } else {
-        r.display_name.clone()
-    };
+    let (name, display) = name_and_display(&r.name, &r.display_name);
     Pipeline {
         api_version: API_VERSION.to_owned(),
         kind: Pipeline::KIND.to_owned(),
@@ -273,16 +271,7 @@ pub fn version_from_rest(
     platform_spec: Option<Value>,
 ) -> PipelineVersion {
     let pipeline_name = parent.metadata.name.clone().unwrap_or_default();
-    let version_name = if r.name.is_empty() {
-        r.display_name.clone()
-    } else {
-        r.name.clone()
-    };
-    let display = if r.display_name.is_empty() {
-        version_name.clone()
-    } else {
-        r.display_name.clone()
-    };
+    let (version_name, display) = name_and_display(&r.name, &r.display_name);
     PipelineVersion {
         api_version: API_VERSION.to_owned(),
         kind: PipelineVersion::KIND.to_owned(),

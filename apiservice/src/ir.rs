@@ -805,99 +805,69 @@ fn check_dag<'a>(
                 )),
             }
         }
-        // inputs
+        // inputs: producer tasks exist in this DAG; component inputs are declared.
         if let Some(inputs) = field(Some(task), "inputs", "inputs") {
             let ip = tp.child("inputs");
             if let Some(inputs) = expect_object(inputs, &ip, errs) {
-                if let Some(ps) = inputs.get("parameters") {
-                    let pp = ip.child("parameters");
-                    if let Some(ps) = expect_object(ps, &pp, errs) {
-                        for (pname, spec) in ps {
-                            let p = pp.child(pname);
-                            let Some(spec) = expect_object(spec, &p, errs) else {
+                let kinds: [(&str, &[(&str, &str)], (&str, &str), &BTreeSet<&str>, &str); 2] = [
+                    (
+                        "parameters",
+                        &[
+                            ("taskOutputParameter", "task_output_parameter"),
+                            ("taskFinalStatus", "task_final_status"),
+                        ],
+                        ("componentInputParameter", "component_input_parameter"),
+                        input_params,
+                        "input parameter",
+                    ),
+                    (
+                        "artifacts",
+                        &[("taskOutputArtifact", "task_output_artifact")],
+                        ("componentInputArtifact", "component_input_artifact"),
+                        input_artifacts,
+                        "input artifact",
+                    ),
+                ];
+                for (kind, producers, (ci_camel, ci_snake), declared, what) in kinds {
+                    let Some(entries) = inputs.get(kind) else {
+                        continue;
+                    };
+                    let kp = ip.child(kind);
+                    let Some(entries) = expect_object(entries, &kp, errs) else {
+                        continue;
+                    };
+                    for (iname, spec) in entries {
+                        let p = kp.child(iname);
+                        let Some(spec) = expect_object(spec, &p, errs) else {
+                            continue;
+                        };
+                        for (camel, snake) in producers {
+                            let Some(src) = field(Some(spec), camel, snake) else {
                                 continue;
                             };
-                            for (camel, snake) in [
-                                ("taskOutputParameter", "task_output_parameter"),
-                                ("taskFinalStatus", "task_final_status"),
-                            ] {
-                                if let Some(src) = field(Some(spec), camel, snake) {
-                                    let sp = p.child(camel);
-                                    if let Some(src) = expect_object(src, &sp, errs) {
-                                        match field(Some(src), "producerTask", "producer_task") {
-                                            Some(prod) => {
-                                                upstream(prod, sp.child("producerTask"), errs)
-                                            }
-                                            None => errs.push(FieldError::required(
-                                                sp.child("producerTask"),
-                                                "the producing task is missing",
-                                            )),
-                                        }
-                                    }
-                                }
-                            }
-                            if let Some(cip) = field(
-                                Some(spec),
-                                "componentInputParameter",
-                                "component_input_parameter",
-                            ) {
-                                let cp = p.child("componentInputParameter");
-                                if let Some(n) = expect_str(cip, &cp, errs)
-                                    && !input_params.contains(n)
-                                {
-                                    errs.push(FieldError::not_found(
-                                        cp,
-                                        format!(
-                                            "input parameter \"{n}\" is not declared in the \
-                                                 enclosing component's inputDefinitions"
-                                        ),
-                                    ));
+                            let sp = p.child(camel);
+                            if let Some(src) = expect_object(src, &sp, errs) {
+                                match field(Some(src), "producerTask", "producer_task") {
+                                    Some(prod) => upstream(prod, sp.child("producerTask"), errs),
+                                    None => errs.push(FieldError::required(
+                                        sp.child("producerTask"),
+                                        "the producing task is missing",
+                                    )),
                                 }
                             }
                         }
-                    }
-                }
-                if let Some(arts) = inputs.get("artifacts") {
-                    let ap = ip.child("artifacts");
-                    if let Some(arts) = expect_object(arts, &ap, errs) {
-                        for (aname, spec) in arts {
-                            let p = ap.child(aname);
-                            let Some(spec) = expect_object(spec, &p, errs) else {
-                                continue;
-                            };
-                            if let Some(src) =
-                                field(Some(spec), "taskOutputArtifact", "task_output_artifact")
+                        if let Some(ci) = field(Some(spec), ci_camel, ci_snake) {
+                            let cp = p.child(ci_camel);
+                            if let Some(n) = expect_str(ci, &cp, errs)
+                                && !declared.contains(n)
                             {
-                                let sp = p.child("taskOutputArtifact");
-                                if let Some(src) = expect_object(src, &sp, errs) {
-                                    match field(Some(src), "producerTask", "producer_task") {
-                                        Some(prod) => {
-                                            upstream(prod, sp.child("producerTask"), errs)
-                                        }
-                                        None => errs.push(FieldError::required(
-                                            sp.child("producerTask"),
-                                            "the producing task is missing",
-                                        )),
-                                    }
-                                }
-                            }
-                            if let Some(cia) = field(
-                                Some(spec),
-                                "componentInputArtifact",
-                                "component_input_artifact",
-                            ) {
-                                let cp = p.child("componentInputArtifact");
-                                if let Some(n) = expect_str(cia, &cp, errs)
-                                    && !input_artifacts.contains(n)
-                                {
-                                    errs.push(FieldError::not_found(
-                                        cp,
-                                        format!(
-                                            "input artifact \"{n}\" is not declared in the \
-                                                 enclosing component's inputDefinitions"
-                                        ),
-                                    ));
-                                }
+                                errs.push(FieldError::not_found(
+                                    cp,
+                                    format!(
+                                        "{what} \"{n}\" is not declared in the enclosing \
+                                         component's inputDefinitions"
+                                    ),
+                                ));
                             }
                         }
                     }
