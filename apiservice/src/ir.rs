@@ -721,6 +721,20 @@ fn check_parameter_spec(
     }
 }
 
+/// How a task's inputs of one kind (parameters or artifacts) are checked.
+struct InputKind<'s> {
+    /// `parameters` or `artifacts`.
+    key: &'static str,
+    /// Fields naming a producing task in the same DAG.
+    producers: &'static [(&'static str, &'static str)],
+    /// The field naming an input of the enclosing component.
+    component_input: (&'static str, &'static str),
+    /// The enclosing component's declared inputs of this kind.
+    declared: &'s BTreeSet<&'s str>,
+    /// For messages.
+    what: &'static str,
+}
+
 /// Checks a DAG; returns the component names its tasks reference.
 fn check_dag<'a>(
     dag: &'a Map<String, Value>,
@@ -809,30 +823,37 @@ fn check_dag<'a>(
         if let Some(inputs) = field(Some(task), "inputs", "inputs") {
             let ip = tp.child("inputs");
             if let Some(inputs) = expect_object(inputs, &ip, errs) {
-                let kinds: [(&str, &[(&str, &str)], (&str, &str), &BTreeSet<&str>, &str); 2] = [
-                    (
-                        "parameters",
-                        &[
+                let kinds = [
+                    InputKind {
+                        key: "parameters",
+                        producers: &[
                             ("taskOutputParameter", "task_output_parameter"),
                             ("taskFinalStatus", "task_final_status"),
                         ],
-                        ("componentInputParameter", "component_input_parameter"),
-                        input_params,
-                        "input parameter",
-                    ),
-                    (
-                        "artifacts",
-                        &[("taskOutputArtifact", "task_output_artifact")],
-                        ("componentInputArtifact", "component_input_artifact"),
-                        input_artifacts,
-                        "input artifact",
-                    ),
+                        component_input: ("componentInputParameter", "component_input_parameter"),
+                        declared: input_params,
+                        what: "input parameter",
+                    },
+                    InputKind {
+                        key: "artifacts",
+                        producers: &[("taskOutputArtifact", "task_output_artifact")],
+                        component_input: ("componentInputArtifact", "component_input_artifact"),
+                        declared: input_artifacts,
+                        what: "input artifact",
+                    },
                 ];
-                for (kind, producers, (ci_camel, ci_snake), declared, what) in kinds {
-                    let Some(entries) = inputs.get(kind) else {
+                for InputKind {
+                    key,
+                    producers,
+                    component_input: (ci_camel, ci_snake),
+                    declared,
+                    what,
+                } in kinds
+                {
+                    let Some(entries) = inputs.get(key) else {
                         continue;
                     };
-                    let kp = ip.child(kind);
+                    let kp = ip.child(key);
                     let Some(entries) = expect_object(entries, &kp, errs) else {
                         continue;
                     };
