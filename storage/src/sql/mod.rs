@@ -348,15 +348,7 @@ impl SqlStore {
         match kind {
             EventKind::Added | EventKind::Modified => {
                 if kind == EventKind::Modified {
-                    sqlx::query(d.sql(
-                        "DELETE FROM kfp_objects WHERE resource = ? AND namespace = ? AND name = ?",
-                    ))
-                    .bind(&key.resource)
-                    .bind(&key.namespace)
-                    .bind(&key.name)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+                    delete_key(&mut tx, d, "kfp_objects", key).await?;
                 }
                 let inserted = sqlx::query(d.sql(
                     "INSERT INTO kfp_objects (resource, namespace, name, uid, revision, created_at, \
@@ -385,17 +377,8 @@ impl SqlStore {
                 replace_labels(&mut tx, d, key, &idx.labels, kind == EventKind::Modified).await?;
             }
             EventKind::Deleted => {
-                for table in ["kfp_objects", "kfp_labels"] {
-                    sqlx::query(d.sql(&format!(
-                        "DELETE FROM {table} WHERE resource = ? AND namespace = ? AND name = ?"
-                    )))
-                    .bind(&key.resource)
-                    .bind(&key.namespace)
-                    .bind(&key.name)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                }
+                delete_key(&mut tx, d, "kfp_objects", key).await?;
+                delete_key(&mut tx, d, "kfp_labels", key).await?;
             }
         }
         sqlx::query(d.sql(
@@ -463,6 +446,25 @@ async fn allocate(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: Dialect) -> Resu
     }
 }
 
+/// Deletes the rows of `key` from a table keyed by (resource, namespace, name).
+async fn delete_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    d: Dialect,
+    table: &'static str,
+    key: &Key,
+) -> Result<()> {
+    sqlx::query(d.sql(&format!(
+        "DELETE FROM {table} WHERE resource = ? AND namespace = ? AND name = ?"
+    )))
+    .bind(&key.resource)
+    .bind(&key.namespace)
+    .bind(&key.name)
+    .execute(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
 async fn replace_labels(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     d: Dialect,
@@ -471,15 +473,7 @@ async fn replace_labels(
     delete_first: bool,
 ) -> Result<()> {
     if delete_first {
-        sqlx::query(
-            d.sql("DELETE FROM kfp_labels WHERE resource = ? AND namespace = ? AND name = ?"),
-        )
-        .bind(&key.resource)
-        .bind(&key.namespace)
-        .bind(&key.name)
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
+        delete_key(tx, d, "kfp_labels", key).await?;
     }
     if labels.is_empty() {
         return Ok(());
