@@ -62,6 +62,8 @@ impl Default for Limits {
 pub struct App {
     /// The store.
     pub store: Arc<dyn Store>,
+    /// The registry over the store: write semantics for both views.
+    pub registry: crate::registry::Registry,
     /// Discovery and OpenAPI documents.
     pub docs: Docs,
     /// Who is who.
@@ -108,11 +110,13 @@ impl App {
         limits: Limits,
     ) -> Arc<App> {
         let metrics = Metrics::new();
+        let store: Arc<dyn Store> = Arc::new(crate::store_metrics::InstrumentedStore::new(
+            store,
+            metrics.clone(),
+        ));
         Arc::new(App {
-            store: Arc::new(crate::store_metrics::InstrumentedStore::new(
-                store,
-                metrics.clone(),
-            )),
+            registry: crate::registry::Registry::new(store.clone()),
+            store,
             docs: Docs::build(),
             authn,
             shutdown,

@@ -6,6 +6,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use kfp_apiservice::{ErrorList, GROUP};
 use kfp_storage::StoreError;
+
+use crate::registry::RegistryError;
+use crate::registry::managed::Conflict;
 use serde_json::{Value, json};
 
 use crate::body::Body;
@@ -168,6 +171,11 @@ impl ApiError {
 
     /// 422 Invalid for list/watch options.
     pub fn invalid_list_options(errors: Vec<String>) -> Self {
+        Self::invalid_options("ListOptions", errors)
+    }
+
+    /// 422 Invalid for a `meta.k8s.io` options kind (`ListOptions`, `DeleteOptions`, ...).
+    pub fn invalid_options(kind: &str, errors: Vec<String>) -> Self {
         let joined = if errors.len() == 1 {
             errors[0].clone()
         } else {
@@ -176,9 +184,9 @@ impl ApiError {
         Self::new(
             422,
             "Invalid",
-            format!("ListOptions.meta.k8s.io \"\" is invalid: {joined}"),
+            format!("{kind}.meta.k8s.io \"\" is invalid: {joined}"),
         )
-        .with_details(json!({"group": "meta.k8s.io", "kind": "ListOptions"}))
+        .with_details(json!({"group": "meta.k8s.io", "kind": kind}))
     }
 
     /// 429 TooManyRequests with Retry-After: 1.
@@ -240,6 +248,78 @@ impl ApiError {
             StoreError::Unavailable(m) => Self::unavailable(format!("storage is unavailable: {m}")),
             StoreError::Internal(m) => Self::internal(m),
         }
+    }
+
+    /// The one conversion of a registry error to a `Status`.
+    pub fn from_registry(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound { resource, name } => Self::not_found(resource, &name),
+            RegistryError::AlreadyExists { resource, name } => {
+                Self::already_exists(resource, &name)
+            }
+            RegistryError::Conflict {
+                resource,
+                name,
+                message,
+            } => Self::conflict(resource, &name, &message),
+            RegistryError::ApplyConflict {
+                resource,
+                name,
+                conflicts,
+            } => Self::apply_conflict(resource, &name, &conflicts),
+            RegistryError::Invalid { kind, name, errors } => Self::invalid(kind, &name, &errors),
+            RegistryError::BadRequest(m) => Self::bad_request(m),
+            RegistryError::Forbidden {
+                resource,
+                name,
+                message,
+            } => Self::forbidden(message)
+                .with_details(json!({"name": name, "group": GROUP, "kind": resource})),
+            RegistryError::PatchFailed(m) => Self::new(
+                422,
+                "Invalid",
+                format!("the server rejected our request due to an error in our request: {m}"),
+            ),
+            RegistryError::TooLarge(m) => Self::new(413, "RequestEntityTooLarge", m),
+            RegistryError::Store {
+                resource,
+                name,
+                source,
+            } => Self::from_store(*source, resource, &name),
+        }
+    }
+
+    /// 409 Conflict for server-side apply, worded and detailed as kube-apiserver's.
+    pub fn apply_conflict(resource: &str, name: &str, conflicts: &[Conflict]) -> Self {
+        let message = match conflicts {
+            [one] => format!(
+                "Apply failed with 1 conflict: conflict with {}: {}",
+                one.manager, one.field
+            ),
+            many => {
+                let mut managers: Vec<&str> = many.iter().map(|c| c.manager.as_str()).collect();
+                managers.sort_unstable();
+                managers.dedup();
+                let mut lines = Vec::new();
+                for m in managers {
+                    lines.push(format!("conflicts with {m}:"));
+                    for c in many.iter().filter(|c| c.manager == m) {
+                        lines.push(format!("- {}", c.field));
+                    }
+                }
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    many.len(),
+                    lines.join("\n")
+                )
+            }
+        };
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
+            .collect();
+        Self::new(409, "Conflict", message)
+            .with_details(json!({"name": name, "group": GROUP, "kind": resource, "causes": causes}))
     }
 
     /// The `Status` object.

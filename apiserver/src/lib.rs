@@ -8,7 +8,9 @@
 //! - [`app`]: shared state and the request pipeline (the one place the stack is assembled).
 //! - [`request_info`]: what a request is about (the router).
 //! - [`auth`]: users and decisions.
-//! - [`kube`]: the generic Kubernetes handlers, watch, encodings, server-side apply.
+//! - [`registry`]: write semantics for every resource and both views (read-modify-write,
+//!   field management, finalizers, dependents, dry run).
+//! - [`kube`]: the Kubernetes routes (thin over the registry), watch, encodings.
 //! - [`docs`]: discovery and OpenAPI documents with ETags.
 //! - [`error`]: the single conversion to `Status`.
 //! - [`metrics`], [`store_metrics`], [`body`]: Prometheus metrics (requests, watches, store
@@ -24,6 +26,7 @@ pub mod error;
 pub mod kube;
 pub mod metrics;
 pub mod options;
+pub mod registry;
 pub mod request_info;
 pub mod serve;
 pub mod server;

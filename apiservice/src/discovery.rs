@@ -10,26 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use serde_json::{Value, json};
 
+use crate::resource::RESOURCES;
 use crate::types::{API_VERSION, GROUP, VERSION};
-
-/// One served resource.
-#[derive(Clone, Copy, Debug)]
-pub struct ResourceInfo {
-    /// Plural, as in URLs.
-    pub plural: &'static str,
-    /// Singular.
-    pub singular: &'static str,
-    /// Kind.
-    pub kind: &'static str,
-    /// Kind of its list.
-    pub list_kind: &'static str,
-    /// `kubectl get` short names.
-    pub short_names: &'static [&'static str],
-    /// Categories (`kubectl get kubeflow`).
-    pub categories: &'static [&'static str],
-    /// Whether it has a `status` subresource.
-    pub status_subresource: bool,
-}
 
 /// Verbs of every resource.
 pub const VERBS: &[&str] = &[
@@ -44,28 +26,6 @@ pub const VERBS: &[&str] = &[
 ];
 /// Verbs of the status subresource.
 pub const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
-
-/// The served resources.
-pub const RESOURCES: &[ResourceInfo] = &[
-    ResourceInfo {
-        plural: "pipelines",
-        singular: "pipeline",
-        kind: "Pipeline",
-        list_kind: "PipelineList",
-        short_names: &["pl"],
-        categories: &["kubeflow"],
-        status_subresource: false,
-    },
-    ResourceInfo {
-        plural: "pipelineversions",
-        singular: "pipelineversion",
-        kind: "PipelineVersion",
-        list_kind: "PipelineVersionList",
-        short_names: &["plv"],
-        categories: &["kubeflow"],
-        status_subresource: true,
-    },
-];
 
 fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|s| (*s).to_owned()).collect()
@@ -179,11 +139,6 @@ pub fn aggregated_discovery() -> Value {
             }],
         }],
     })
-}
-
-/// Looks a resource up by plural.
-pub fn resource(plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.plural == plural)
 }
 
 #[cfg(test)]

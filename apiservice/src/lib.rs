@@ -5,6 +5,9 @@
 //! - [`field`] and [`names`]: field paths, validation errors and name rules.
 //! - [`yaml`]: reading user files (multi-document YAML or JSON) with a size cap.
 //! - [`ir`]: pipeline-spec (KFP IR) validation.
+//! - [`resource`]: the resource table — one entry per kind, read by discovery, OpenAPI, the
+//!   registry, the routes and the storage index — and the `Strategy` trait per kind.
+//! - [`fieldpath`]: field sets for `managedFields` (structured-merge-diff semantics).
 //! - [`strategy`]: per-resource defaulting, validation and preparation for create and update.
 //! - [`decode`]: strict/warn/ignore decoding of request bodies into the types.
 //! - [`convert`]: the Kubernetes objects <-> KFP v2beta1 REST JSON shapes.
@@ -16,10 +19,12 @@ pub mod convert;
 pub mod decode;
 pub mod discovery;
 pub mod field;
+pub mod fieldpath;
 pub mod ir;
 pub mod manifest;
 pub mod names;
 pub mod openapi;
+pub mod resource;
 pub mod strategy;
 pub mod types;
 pub mod yaml;

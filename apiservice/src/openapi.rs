@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
-use crate::discovery::{RESOURCES, ResourceInfo};
+use crate::resource::{RESOURCES, Resource};
 use crate::types::{GROUP, PipelineList, PipelineVersionList, VERSION};
 
 /// Definition-name prefix of our types (kube-apiserver's convention: the reversed group).
@@ -179,7 +179,7 @@ fn response(flavour: Flavour, schema: Value) -> Value {
     }
 }
 
-fn operation(flavour: Flavour, r: &ResourceInfo, action: &str, id: &str, schema: Value) -> Value {
+fn operation(flavour: Flavour, r: &Resource, action: &str, id: &str, schema: Value) -> Value {
     json!({
         "operationId": id,
         "tags": [format!("{}_{}", GROUP.replace('.', "_"), VERSION)],

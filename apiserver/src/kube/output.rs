@@ -8,7 +8,7 @@ use kfp_storage::{ListPage, Object, Revision};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::kube::kinds::Kind;
+use kfp_apiservice::resource::{Cell, Resource};
 
 /// What the client asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,77 +136,36 @@ pub fn age(created: Option<&str>, now: Timestamp) -> String {
     format!("{}y", h / 24 / 365)
 }
 
-fn column(name: &str, type_: &str, format: &str, description: &str, priority: i32) -> Value {
-    json!({"name": name, "type": type_, "format": format, "description": description, "priority": priority})
+fn columns(res: &'static Resource) -> Vec<Value> {
+    res.columns
+        .iter()
+        .map(|c| json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority}))
+        .collect()
 }
 
-fn columns(kind: Kind) -> Vec<Value> {
-    let mut cols = vec![column(
-        "Name",
-        "string",
-        "name",
-        "Name must be unique within a namespace.",
-        0,
-    )];
-    if kind == Kind::PipelineVersion {
-        cols.push(column(
-            "Pipeline",
-            "string",
-            "",
-            "The Pipeline this version belongs to (spec.pipelineName).",
-            0,
-        ));
-    }
-    cols.push(column(
-        "Display Name",
-        "string",
-        "",
-        "Human-readable name (spec.displayName).",
-        0,
-    ));
-    if kind == Kind::PipelineVersion {
-        cols.push(column(
-            "Status",
-            "string",
-            "",
-            "The PipelineVersionStatus condition's reason.",
-            0,
-        ));
-    }
-    cols.push(column("Age", "string", "", "Time since creation.", 0));
-    cols.push(column("Description", "string", "", "spec.description.", 1));
-    cols
-}
-
-fn cells(kind: Kind, v: &Value, now: Timestamp) -> Vec<Value> {
-    let s = |p: &str| {
-        v.pointer(p)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let mut cells = vec![json!(s("/metadata/name"))];
-    if kind == Kind::PipelineVersion {
-        cells.push(json!(s("/spec/pipelineName")));
-    }
-    cells.push(json!(s("/spec/displayName")));
-    if kind == Kind::PipelineVersion {
-        let status = v
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "PipelineVersionStatus"))
-            .and_then(|c| c["reason"].as_str())
-            .unwrap_or("")
-            .to_owned();
-        cells.push(json!(status));
-    }
-    cells.push(json!(age(
-        v.pointer("/metadata/creationTimestamp")
-            .and_then(Value::as_str),
-        now
-    )));
-    cells.push(json!(s("/spec/description")));
-    cells
+fn cells(res: &'static Resource, v: &Value, now: Timestamp) -> Vec<Value> {
+    let text = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    res.columns
+        .iter()
+        .map(|c| match c.cell {
+            Cell::Text(pointer) => json!(text(pointer)),
+            Cell::Age => json!(age(
+                v.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str),
+                now
+            )),
+            Cell::ConditionReason(type_) => json!(
+                v.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs
+                        .iter()
+                        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_)))
+                    .and_then(|c| c.get("reason"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            ),
+        })
+        .collect()
 }
 
 /// `PartialObjectMetadata` of an object.
@@ -214,8 +173,8 @@ pub fn partial(v: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v.get("metadata").cloned().unwrap_or(json!({}))})
 }
 
-fn row(kind: Kind, v: Value, output: Output, now: Timestamp) -> Value {
-    let cells = cells(kind, &v, now);
+fn row(res: &'static Resource, v: Value, output: Output, now: Timestamp) -> Value {
+    let cells = cells(res, &v, now);
     let object = match output {
         Output::Table {
             no_object: true, ..
@@ -233,19 +192,19 @@ fn row(kind: Kind, v: Value, output: Output, now: Timestamp) -> Value {
 }
 
 /// A Table of objects.
-pub fn table(kind: Kind, objects: Vec<Value>, output: Output, meta: Value) -> Value {
+pub fn table(res: &'static Resource, objects: Vec<Value>, output: Output, meta: Value) -> Value {
     let now = Timestamp::now();
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": meta,
-        "columnDefinitions": columns(kind),
-        "rows": objects.into_iter().map(|v| row(kind, v, output, now)).collect::<Vec<_>>(),
+        "columnDefinitions": columns(res),
+        "rows": objects.into_iter().map(|v| row(res, v, output, now)).collect::<Vec<_>>(),
     })
 }
 
 /// One object in the requested encoding.
-pub fn object(kind: Kind, data: &Bytes, output: Output) -> Result<Bytes, ApiError> {
+pub fn object(res: &'static Resource, data: &Bytes, output: Output) -> Result<Bytes, ApiError> {
     match output {
         Output::Json => Ok(data.clone()),
         other => {
@@ -258,7 +217,7 @@ pub fn object(kind: Kind, data: &Bytes, output: Output) -> Result<Bytes, ApiErro
                         .pointer("/metadata/resourceVersion")
                         .cloned()
                         .unwrap_or(Value::Null);
-                    table(kind, vec![v], other, json!({"resourceVersion": rv}))
+                    table(res, vec![v], other, json!({"resourceVersion": rv}))
                 }
             };
             Ok(Bytes::from(serde_json::to_vec(&out).unwrap_or_default()))
@@ -281,27 +240,41 @@ fn list_meta(
     m
 }
 
+/// `{"apiVersion","kind","metadata","items":[...]}` from already encoded items, without
+/// re-encoding them.
+fn assemble<'a>(
+    res: &'static Resource,
+    meta: &Value,
+    items: impl Iterator<Item = &'a Bytes> + Clone,
+) -> Bytes {
+    let head =
+        json!({"apiVersion": kfp_apiservice::API_VERSION, "kind": res.list_kind, "metadata": meta});
+    let head = serde_json::to_vec(&head).unwrap_or_default();
+    let size: usize = items.clone().map(|b| b.len() + 1).sum();
+    let mut out = BytesMut::with_capacity(head.len() + size + 16);
+    // `{...,"metadata":{...}}` -> `{...,"metadata":{...},"items":[...]}`
+    out.put_slice(head.get(..head.len().saturating_sub(1)).unwrap_or_default());
+    out.put_slice(b",\"items\":[");
+    for (i, b) in items.enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        out.put_slice(b);
+    }
+    out.put_slice(b"]}");
+    out.freeze()
+}
+
+/// A plain JSON list of stored objects at `revision` (deletecollection's answer).
+pub fn raw_list(res: &'static Resource, revision: Revision, items: &[Bytes]) -> Bytes {
+    assemble(res, &list_meta(revision, &None, None), items.iter())
+}
+
 /// A list page in the requested encoding; plain JSON is assembled from the stored bytes.
-pub fn list(kind: Kind, page: &ListPage, output: Output) -> Result<Bytes, ApiError> {
+pub fn list(res: &'static Resource, page: &ListPage, output: Output) -> Result<Bytes, ApiError> {
     let meta = list_meta(page.revision, &page.continue_token, page.remaining);
     match output {
-        Output::Json => {
-            let head = json!({"apiVersion": kfp_apiservice::API_VERSION, "kind": kind.list_kind(), "metadata": meta});
-            let head = serde_json::to_vec(&head).unwrap_or_default();
-            let size: usize = page.items.iter().map(|o| o.data.len() + 1).sum();
-            let mut out = BytesMut::with_capacity(head.len() + size + 16);
-            // `{...,"metadata":{...}}` -> `{...,"metadata":{...},"items":[...]}`
-            out.put_slice(&head[..head.len() - 1]);
-            out.put_slice(b",\"items\":[");
-            for (i, o) in page.items.iter().enumerate() {
-                if i > 0 {
-                    out.put_u8(b',');
-                }
-                out.put_slice(&o.data);
-            }
-            out.put_slice(b"]}");
-            Ok(out.freeze())
-        }
+        Output::Json => Ok(assemble(res, &meta, page.items.iter().map(|o| &o.data))),
         Output::Metadata => {
             let items: Vec<Value> = page
                 .items
@@ -313,7 +286,7 @@ pub fn list(kind: Kind, page: &ListPage, output: Output) -> Result<Bytes, ApiErr
         }
         table_output => {
             let objects: Vec<Value> = page.items.iter().map(parse).collect::<Result<_, _>>()?;
-            let v = table(kind, objects, table_output, meta);
+            let v = table(res, objects, table_output, meta);
             Ok(Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
         }
     }
@@ -322,6 +295,10 @@ pub fn list(kind: Kind, page: &ListPage, output: Output) -> Result<Bytes, ApiErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pipelines() -> &'static Resource {
+        Resource::by_plural("pipelines").unwrap()
+    }
 
     #[test]
     fn negotiation_follows_kubectl_accept_headers() {
@@ -360,7 +337,7 @@ mod tests {
             continue_token: Some("tok".into()),
             remaining: Some(3),
         };
-        let out = list(Kind::Pipeline, &page, Output::Json).unwrap();
+        let out = list(pipelines(), &page, Output::Json).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["kind"], "PipelineList");
         assert_eq!(v["metadata"]["resourceVersion"], "7");
@@ -368,7 +345,7 @@ mod tests {
         assert_eq!(v["metadata"]["remainingItemCount"], 3);
         assert_eq!(v["items"][0]["metadata"]["name"], "b");
         let t = list(
-            Kind::Pipeline,
+            pipelines(),
             &page,
             Output::Table {
                 with_object: false,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kfp_apiservice::decode::FieldValidation;
+use kfp_apiservice::resource::Resource;
 use kfp_storage::{FieldSelector, LabelSelector, ReadAt, Revision, selector::Field};
 
 use crate::error::ApiError;
@@ -54,12 +55,28 @@ impl Query {
     }
 }
 
-/// The fields a field selector may use for a resource.
-pub fn selectable_fields(resource: &str) -> &'static [Field] {
-    match resource {
-        "pipelineversions" => &[Field::Name, Field::Namespace, Field::PipelineName],
-        _ => &[Field::Name, Field::Namespace],
-    }
+/// The store fields a field selector may use for a resource (its table's selectable fields).
+pub fn selectable_fields(res: &Resource) -> Vec<Field> {
+    res.selectable_fields
+        .iter()
+        .filter_map(|f| match *f {
+            "metadata.name" => Some(Field::Name),
+            "metadata.namespace" => Some(Field::Namespace),
+            "spec.pipelineName" => Some(Field::PipelineName),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The default field manager: the User-Agent up to its first `/`, as kube-apiserver does.
+pub fn default_manager(user_agent: Option<&str>) -> String {
+    user_agent
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .chars()
+        .take(128)
+        .collect()
 }
 
 /// List and watch options.
@@ -95,12 +112,12 @@ fn parse_rv(s: &str) -> Result<Revision, ApiError> {
 
 impl ListOptions {
     /// Parses and validates list/watch options for `resource`.
-    pub fn parse(q: &Query, resource: &str, watch: bool) -> Result<Self, ApiError> {
+    pub fn parse(q: &Query, res: &Resource, watch: bool) -> Result<Self, ApiError> {
         let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
         let fields = FieldSelector::parse(
             q.get("fieldSelector").unwrap_or_default(),
-            selectable_fields(resource),
+            &selectable_fields(res),
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let limit = match q.get("limit") {
@@ -242,7 +259,11 @@ mod tests {
     use super::*;
 
     fn list(q: &str, watch: bool) -> Result<ListOptions, ApiError> {
-        ListOptions::parse(&Query::parse(q), "pipelineversions", watch)
+        ListOptions::parse(
+            &Query::parse(q),
+            Resource::by_plural("pipelineversions").unwrap(),
+            watch,
+        )
     }
 
     #[test]

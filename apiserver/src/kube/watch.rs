@@ -19,13 +19,13 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
 use super::handlers::{list_request, watch_timeout};
-use super::kinds::Kind;
 use super::output::{self, Output};
 use super::params::ListOptions;
 use crate::app::{App, Req};
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::request_info::ResourceRequest;
+use kfp_apiservice::resource::Resource;
 
 fn line(kind: &str, object: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(object.len() + 32);
@@ -37,23 +37,23 @@ fn line(kind: &str, object: &[u8]) -> Bytes {
     b.freeze()
 }
 
-fn encode(kind: Kind, event: &str, data: &Bytes, out: Output) -> Bytes {
+fn encode(res: &'static Resource, event: &str, data: &Bytes, out: Output) -> Bytes {
     match out {
         Output::Json => line(event, data),
-        other => match output::object(kind, data, other) {
+        other => match output::object(res, data, other) {
             Ok(b) => line(event, &b),
             Err(_) => line(event, data),
         },
     }
 }
 
-fn bookmark(kind: Kind, rev: Revision, initial_end: bool) -> Bytes {
+fn bookmark(res: &'static Resource, rev: Revision, initial_end: bool) -> Bytes {
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     let obj =
-        json!({"kind": kind.kind(), "apiVersion": kfp_apiservice::API_VERSION, "metadata": meta});
+        json!({"kind": res.kind, "apiVersion": kfp_apiservice::API_VERSION, "metadata": meta});
     line("BOOKMARK", &serde_json::to_vec(&obj).unwrap_or_default())
 }
 
@@ -67,11 +67,11 @@ fn error_event(status: &ApiError) -> Bytes {
 /// Reads the whole current state (all pages at one revision) for initial events.
 async fn initial_state(
     app: &App,
-    kind: Kind,
+    res: &'static Resource,
     rr: &ResourceRequest,
     opts: &ListOptions,
 ) -> Result<(Vec<Object>, Revision), ApiError> {
-    let mut lr = list_request(kind, rr, opts);
+    let mut lr = list_request(res, rr, opts);
     lr.limit = Some(500);
     lr.continue_token = None;
     if matches!(lr.at, ReadAt::Exact(_)) {
@@ -80,10 +80,10 @@ async fn initial_state(
     let mut items = Vec::new();
     loop {
         let page = app
-            .store
-            .list(&lr)
+            .registry
+            .list(res, &lr)
             .await
-            .map_err(|e| ApiError::from_store(e, kind.resource(), ""))?;
+            .map_err(ApiError::from_registry)?;
         items.extend(page.items);
         match page.continue_token {
             Some(t) => lr.continue_token = Some(t),
@@ -95,11 +95,11 @@ async fn initial_state(
 /// Serves a watch request.
 pub async fn watch(
     app: &App,
-    kind: Kind,
+    res: &'static Resource,
     rr: &ResourceRequest,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = ListOptions::parse(&req.query, kind.resource(), true)?;
+    let opts = ListOptions::parse(&req.query, res, true)?;
     let out = output::negotiate(
         req.header(header::ACCEPT.as_str()),
         req.query.get("includeObject"),
@@ -107,7 +107,7 @@ pub async fn watch(
     let timeout = watch_timeout(&opts);
     let synthetic = opts.send_initial_events || matches!(opts.resource_version.as_str(), "" | "0");
     let (initial, start) = if synthetic {
-        initial_state(app, kind, rr, &opts).await?
+        initial_state(app, res, rr, &opts).await?
     } else {
         let rev = match opts.at {
             ReadAt::NotOlderThan(r) | ReadAt::Exact(r) => r,
@@ -116,22 +116,25 @@ pub async fn watch(
         (Vec::new(), rev)
     };
     let mut stream = app
-        .store
-        .watch(&WatchRequest {
-            resource: kind.resource().to_owned(),
-            namespace: rr.namespace.clone(),
-            labels: opts.labels.clone(),
-            fields: opts.fields.clone(),
-            from: start,
-            bookmarks: opts.bookmarks,
-        })
+        .registry
+        .watch(
+            res,
+            &WatchRequest {
+                resource: res.plural.to_owned(),
+                namespace: rr.namespace.clone(),
+                labels: opts.labels.clone(),
+                fields: opts.fields.clone(),
+                from: start,
+                bookmarks: opts.bookmarks,
+            },
+        )
         .await
-        .map_err(|e| ApiError::from_store(e, kind.resource(), ""))?;
+        .map_err(ApiError::from_registry)?;
     let (tx, body) = Body::channel(64);
     let mut shutdown = app.shutdown.clone();
     let end_marker = opts.send_initial_events;
     let bookmarks = opts.bookmarks;
-    let guard = app.metrics.watch_started(kind.resource());
+    let guard = app.metrics.watch_started(res.plural);
     let metrics = app.metrics.clone();
     tokio::spawn(async move {
         let _guard = guard;
@@ -140,11 +143,11 @@ pub async fn watch(
             async move { tx.send(b).await.is_ok() }
         };
         for o in &initial {
-            if !send(&tx, encode(kind, "ADDED", &o.data, out)).await {
+            if !send(&tx, encode(res, "ADDED", &o.data, out)).await {
                 return;
             }
         }
-        if end_marker && !send(&tx, bookmark(kind, start, true)).await {
+        if end_marker && !send(&tx, bookmark(res, start, true)).await {
             return;
         }
         let started = tokio::time::Instant::now();
@@ -159,14 +162,14 @@ pub async fn watch(
                 item = stream.next() => match item {
                     Some(WatchItem::Event { kind: ev, revision, object }) => {
                         last = revision;
-                        metrics.watch_event(kind.resource(), ev.as_str());
-                        if !send(&tx, encode(kind, ev.as_str(), &object, out)).await {
+                        metrics.watch_event(res.plural, ev.as_str());
+                        if !send(&tx, encode(res, ev.as_str(), &object, out)).await {
                             return;
                         }
                     }
                     Some(WatchItem::Bookmark(rev)) => {
                         last = last.max(rev);
-                        if bookmarks && !send(&tx, bookmark(kind, last, false)).await {
+                        if bookmarks && !send(&tx, bookmark(res, last, false)).await {
                             return;
                         }
                     }
@@ -175,7 +178,7 @@ pub async fn watch(
                             kfp_storage::StoreError::Gone { requested, compacted } => ApiError::gone(format!(
                                 "too old resource version: {} ({})", requested.0, compacted.0
                             )),
-                            other => ApiError::from_store(other, kind.resource(), ""),
+                            other => ApiError::from_store(other, res.plural, ""),
                         };
                         let _ = send(&tx, error_event(&err)).await;
                         return;
@@ -184,7 +187,7 @@ pub async fn watch(
                 },
                 _ = tokio::time::sleep_until(before_deadline), if !final_bookmark_sent => {
                     final_bookmark_sent = true;
-                    if !send(&tx, bookmark(kind, last, false)).await {
+                    if !send(&tx, bookmark(res, last, false)).await {
                         return;
                     }
                 }
