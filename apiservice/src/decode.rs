@@ -57,7 +57,7 @@ pub struct Decoded<T> {
 }
 
 /// Decodes `body` as a `kind` object.
-pub fn decode<T: DeserializeOwned>(
+pub fn decode<T: DeserializeOwned + serde::Serialize>(
     body: &[u8],
     kind: &str,
     mode: FieldValidation,
@@ -67,8 +67,36 @@ pub fn decode<T: DeserializeOwned>(
     decode_value(value, kind, mode)
 }
 
+/// The first path where `input` holds a list but the type wants an object: serde would read
+/// the list positionally (`"spec": ["dn", "desc"]` as displayName and description), which
+/// kube-apiserver refuses.
+fn positional(
+    input: &serde_json::Value,
+    decoded: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (input, decoded) {
+        (Value::Array(_), Value::Object(_)) => Some(path.to_owned()),
+        (Value::Object(i), Value::Object(d)) => i.iter().find_map(|(k, iv)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            d.get(k).and_then(|dv| positional(iv, dv, &p))
+        }),
+        (Value::Array(ia), Value::Array(da)) => ia
+            .iter()
+            .zip(da)
+            .enumerate()
+            .find_map(|(n, (iv, dv))| positional(iv, dv, &format!("{path}[{n}]"))),
+        _ => None,
+    }
+}
+
 /// Decodes an already-parsed JSON value as a `kind` object.
-pub fn decode_value<T: DeserializeOwned>(
+pub fn decode_value<T: DeserializeOwned + serde::Serialize>(
     value: serde_json::Value,
     kind: &str,
     mode: FieldValidation,
@@ -98,10 +126,18 @@ pub fn decode_value<T: DeserializeOwned>(
         }
     }
     let mut unknown = Vec::new();
+    let input = value.clone();
     let object: T = serde_ignored::deserialize(value, |path| {
         unknown.push(format!("unknown field \"{path}\""));
     })
     .map_err(|e| DecodeError::Malformed(format!("error decoding {kind}: {e}")))?;
+    let decoded = serde_json::to_value(&object)
+        .map_err(|e| DecodeError::Malformed(format!("error decoding {kind}: {e}")))?;
+    if let Some(path) = positional(&input, &decoded, "") {
+        return Err(DecodeError::Malformed(format!(
+            "error decoding {kind}: {path}: expected an object, got a list"
+        )));
+    }
     match mode {
         FieldValidation::Strict if !unknown.is_empty() => Err(DecodeError::Strict(unknown)),
         FieldValidation::Warn => Ok(Decoded {

@@ -277,7 +277,7 @@ pub trait Strategy {
     ) -> Result<Prepared, StrategyError>;
 }
 
-fn decode<T: DeserializeOwned>(
+fn decode<T: DeserializeOwned + Serialize>(
     value: Value,
     kind: &'static str,
     fv: FieldValidation,
