@@ -5,7 +5,9 @@
 //! - [`options`]: the command line (clap), parsed once.
 //! - [`serve`], [`server`], [`dev`]: options -> running server; TLS accept, HTTP/1.1 + HTTP/2,
 //!   graceful shutdown; the `--dev` data directory.
-//! - [`app`]: shared state and the request pipeline (the one place the stack is assembled).
+//! - [`stack`]: the one place the request stack is assembled; [`layers`]: its layers, one
+//!   concern each.
+//! - [`app`]: shared state, the non-resource routes, `AppService` (the stack as a service).
 //! - [`request_info`]: what a request is about (the router).
 //! - [`auth`]: users and decisions.
 //! - [`registry`]: write semantics for every resource and both views (read-modify-write,
@@ -24,11 +26,13 @@ pub mod dev;
 pub mod docs;
 pub mod error;
 pub mod kube;
+pub mod layers;
 pub mod metrics;
 pub mod options;
 pub mod registry;
 pub mod request_info;
 pub mod serve;
 pub mod server;
+pub mod stack;
 pub mod store_metrics;
 pub mod validate;

@@ -63,6 +63,16 @@ pub struct ServeOptions {
     /// Seconds between bookmarks on an idle watch.
     #[arg(long, default_value_t = 60)]
     pub watch_bookmark_interval_seconds: u64,
+    /// Timeout of every request but watch, body read included (kube-apiserver: 60).
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout_seconds: u64,
+    /// A connection must send each request's headers within this; HTTP/1.1 connections idle
+    /// between requests are closed after it too (kube-apiserver: 32).
+    #[arg(long, default_value_t = 32)]
+    pub header_read_timeout_seconds: u64,
+    /// Connections with no request in flight for this long are closed.
+    #[arg(long, default_value_t = 90)]
+    pub idle_timeout_seconds: u64,
     /// Change-feed revisions always kept (list continuation and watch resumption).
     #[arg(long, default_value_t = 10_000)]
     pub compaction_keep_revisions: u64,

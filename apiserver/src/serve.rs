@@ -74,7 +74,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         },
     );
     let (tx, rx) = watch::channel(false);
-    let app = App::new(store, authn, rx.clone(), Limits::default());
+    let limits = Limits {
+        timeout: Duration::from_secs(opts.request_timeout_seconds.max(1)),
+        header_read_timeout: Duration::from_secs(opts.header_read_timeout_seconds.max(1)),
+        idle_timeout: Duration::from_secs(opts.idle_timeout_seconds.max(1)),
+        ..Limits::default()
+    };
+    let app = App::new(store, authn, rx.clone(), limits);
     tracing::info!(listen = %opts.listen, store = %redact(&store_url), "serving");
     let server = tokio::spawn(crate::server::run(listener, tls, app, rx));
     crate::server::signal().await;

@@ -1,18 +1,28 @@
 //! Serving: bind, accept, TLS (rustls via `kfp-certs`), HTTP/1.1 and HTTP/2 (hyper-util's auto
 //! builder), and graceful shutdown on SIGTERM/SIGINT: stop accepting, end watches (they get the
 //! end of their stream and re-watch elsewhere), let in-flight requests finish (bounded).
+//!
+//! Connections are bounded in time: the TLS handshake (10 s), each request's headers (the
+//! header-read timeout, which also ends HTTP/1.1 connections idle between requests), and any
+//! connection with no request in flight for the idle timeout (HTTP/1.1 and HTTP/2, TLS
+//! connections that never send a request included). The verified client certificate chain goes
+//! into every request's extensions for the authenticators.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::Service;
 
-use crate::app::App;
+use crate::app::{App, AppService};
+use crate::auth::PeerCertificates;
+use crate::body::Body;
 
 /// How long in-flight requests get after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_secs(20);
@@ -52,7 +62,10 @@ pub async fn run(
                     }
                     Err(_) => return,
                 };
-            serve_connection(TokioIo::new(tls), app, watcher, peer).await;
+            let certs = tls.get_ref().1.peer_certificates().map(|c| {
+                PeerCertificates(Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()))
+            });
+            serve_connection(TokioIo::new(tls), app, watcher, peer, certs).await;
         });
     }
     tracing::info!("shutting down: no new connections; draining in-flight requests");
@@ -62,23 +75,129 @@ pub async fn run(
     }
 }
 
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        Some(since.elapsed())
+    }
+}
+
+/// Counts a request as in flight until its response body is done (a watch stays in flight for
+/// as long as it streams).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct Tracked {
+    body: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 async fn serve_connection<I>(
     io: I,
     app: Arc<App>,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
+    certs: Option<PeerCertificates>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(app.serve(req).await) }
+    let limits = app.limits.clone();
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        idle_since: std::sync::Mutex::new(tokio::time::Instant::now()),
     });
+    let stack = AppService::new(app);
+    let act = activity.clone();
+    let service =
+        hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let guard = InFlight::new(&act);
+            if let Some(c) = &certs {
+                req.extensions_mut().insert(c.clone());
+            }
+            let mut stack = stack.clone();
+            async move {
+                let resp = match stack.call(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked {
+                    body,
+                    _in_flight: guard,
+                }))
+            }
+        });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http2().max_concurrent_streams(250);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(250);
     let conn = builder.serve_connection_with_upgrades(io, service);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    let conn = watcher.watch(conn.into_owned());
+    tokio::pin!(conn);
+    let idle = limits.idle_timeout;
+    loop {
+        let check = tokio::time::sleep(idle / 4);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = check => {
+                if activity.idle_for().is_some_and(|d| d >= idle) {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -58,7 +58,10 @@ async fn call(
     let req = req
         .body(Full::new(Bytes::from(body.to_owned())))
         .expect("request");
-    let resp = AppService(app.clone()).call(req).await.expect("infallible");
+    let resp = AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
     (
@@ -80,7 +83,7 @@ async fn kube_client_runs_on_the_in_process_stack() {
                 );
                 r
             })
-            .service(AppService(app)),
+            .service(AppService::new(app)),
         "team-a",
     );
     let api: kube::Api<Pipeline> = kube::Api::default_namespaced(client);
@@ -141,7 +144,7 @@ async fn limits_answer_429_413_and_401_with_status_bodies() {
     let limits = Limits {
         read_only: 0,
         mutating: 0,
-        timeout: Duration::from_secs(60),
+        ..Limits::default()
     };
     let (app, _store, _shutdown) = app("limits", limits).await;
     let (code, headers, body) = call(
@@ -159,9 +162,12 @@ async fn limits_answer_429_413_and_401_with_status_bodies() {
             .map(|v| v.to_str().unwrap_or_default()),
         Some("1")
     );
+    // The body limit is checked after the in-flight limit (the body is read last): a server
+    // with slots answers 413.
+    let (roomy, _store2, _shutdown2) = self::app("limits-roomy", Limits::default()).await;
     let big = "x".repeat(kfp_apiserver::app::MAX_BODY_BYTES + 1);
     let (code, _, body) = call(
-        &app,
+        &roomy,
         "POST",
         "/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines",
         &big,
@@ -195,21 +201,16 @@ async fn limits_answer_429_413_and_401_with_status_bodies() {
 #[tokio::test]
 async fn a_request_past_its_timeout_is_504_and_metrics_show_requests_and_store_latency() {
     let limits = Limits {
-        timeout: Duration::ZERO,
+        timeout: Duration::from_millis(50),
         ..Limits::default()
     };
     let (slow, _store, _shutdown) = app("timeout", limits).await;
-    // On this single-threaded runtime the handler task cannot run before the zero timeout fires.
-    let (code, _, body) = call(
-        &slow,
-        "GET",
-        "/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines",
-        "",
-        true,
-    )
-    .await;
-    assert_eq!(code, StatusCode::GATEWAY_TIMEOUT, "{body}");
-    assert!(body.contains("\"reason\":\"Timeout\""), "{body}");
+    // A body that never arrives keeps the handler waiting past the timeout.
+    let (body, _, _tx) = probe(10);
+    assert_eq!(
+        send(&slow, body, true, 10).await,
+        StatusCode::GATEWAY_TIMEOUT
+    );
 
     let (app, _store2, _shutdown2) = app("metrics", Limits::default()).await;
     let (code, _, _) = call(
@@ -235,4 +236,147 @@ async fn a_request_past_its_timeout_is_504_and_metrics_show_requests_and_store_l
         ),
         "{text}"
     );
+}
+
+/// A request body that records whether anything polled it, and yields only what its sender
+/// sends (never ends while the sender lives).
+struct Probe {
+    polled: Arc<std::sync::atomic::AtomicBool>,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    announced: u64,
+}
+
+impl http_body::Body for Probe {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.polled.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.announced)
+    }
+}
+
+fn probe(
+    announced: u64,
+) -> (
+    Probe,
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let polled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    (
+        Probe {
+            polled: polled.clone(),
+            rx,
+            announced,
+        },
+        polled,
+        tx,
+    )
+}
+
+async fn send(app: &Arc<App>, body: Probe, auth: bool, announced: u64) -> StatusCode {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines")
+        .header("content-type", "application/json")
+        .header("content-length", announced.to_string());
+    if auth {
+        req = req.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let req = req.body(body).expect("request");
+    AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible")
+        .status()
+}
+
+#[tokio::test]
+async fn an_unauthenticated_body_is_never_read() {
+    let (app, _store, _shutdown) = app("unread", Limits::default()).await;
+    let announced = 4 << 20;
+    let (body, polled, _tx) = probe(announced);
+    assert_eq!(
+        send(&app, body, false, announced).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        !polled.load(std::sync::atomic::Ordering::SeqCst),
+        "the 4 MiB body was not touched before the 401"
+    );
+    // Authenticated but announcing more than the limit: 413, still without reading it.
+    let (body, polled, _tx) = probe(announced);
+    assert_eq!(
+        send(&app, body, true, announced).await,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert!(!polled.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_times_out_and_its_handler_keeps_its_slot_until_it_ends() {
+    let limits = Limits {
+        mutating: 1,
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (app, _store, _shutdown) = app("stall", limits).await;
+    let (body, polled, tx) = probe(100);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        send(&app, body, true, 100).await,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at the timeout"
+    );
+    assert!(
+        polled.load(std::sync::atomic::Ordering::SeqCst),
+        "it was waiting for the body"
+    );
+    // The handler still waits for its body and holds the only mutating slot.
+    let (other, _, _tx2) = probe(2);
+    assert_eq!(
+        send(&app, other, true, 2).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Ending the body ends the handler (a 400 nobody sees); the slot is free again.
+    drop(tx);
+    let mut freed = false;
+    for _ in 0..200 {
+        let (b, _, tx3) = probe(2);
+        tx3.send(Bytes::from_static(b"{}")).await.expect("send");
+        drop(tx3);
+        if send(&app, b, true, 2).await != StatusCode::TOO_MANY_REQUESTS {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "the slot was released when the handler ended");
+}
+
+#[tokio::test]
+async fn impersonation_is_refused_not_ignored() {
+    let (app, _store, _shutdown) = app("impersonate", Limits::default()).await;
+    let req = Request::builder()
+        .uri("/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("impersonate-user", "someone-else")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = AppService::new(app).call(req).await.expect("infallible");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 }

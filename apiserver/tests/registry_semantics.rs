@@ -64,7 +64,7 @@ async fn call(
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(Bytes::from(body.to_owned())))
         .expect("request");
-    let resp = AppService(s.app.clone())
+    let resp = AppService::new(s.app.clone())
         .call(req)
         .await
         .expect("infallible");

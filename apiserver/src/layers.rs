@@ -1,0 +1,501 @@
+//! The request layers, one concern each, as `tower` layers built from small async functions
+//! ([`Middleware`]). [`crate::stack`] composes them, in order, in one place; nothing here knows
+//! its neighbours except through request and response extensions:
+//!
+//! - request extensions carry what outer layers learned: the [`Target`] and [`Query`]
+//!   (request info), the [`UserInfo`] (authentication), [`crate::auth::PeerCertificates`] (TLS);
+//! - response extensions carry what the log line needs back out: [`Tags`] (verb, resource,
+//!   namespace) and [`User`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body_util::{BodyExt, Limited};
+use tokio::sync::Semaphore;
+use tower::util::BoxCloneService;
+use tower::{Layer, Service};
+
+use crate::app::{App, MAX_BODY_BYTES, Req};
+use crate::auth::{Attributes, Authenticator, Authorizer, Decision, UserInfo};
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::kube::params::Query;
+use crate::request_info::{self, Target};
+
+/// A boxed error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The request body every layer sees (not read until the router asks for it).
+pub struct ReqBody(http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>);
+
+impl ReqBody {
+    /// Boxes any body.
+    pub fn new<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        ReqBody(body.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl http_body::Body for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+/// A request through the stack.
+pub type HttpRequest = Request<ReqBody>;
+/// A response through the stack.
+pub type HttpResponse = Response<Body>;
+/// The rest of the stack, as a layer sees it.
+pub type Next = BoxCloneService<HttpRequest, HttpResponse, Infallible>;
+
+/// A response still being computed.
+pub type Pending = Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
+
+/// What a [`Middleware`] is made of.
+pub trait Handler: Fn(HttpRequest, Next) -> Pending + Clone + Send + Sync + 'static {}
+
+impl<F> Handler for F where F: Fn(HttpRequest, Next) -> Pending + Clone + Send + Sync + 'static {}
+
+// === impl Middleware ===
+
+/// A layer made of an async function `(request, next) -> response`.
+#[derive(Clone)]
+pub struct Middleware<F> {
+    f: F,
+}
+
+/// The service a [`Middleware`] makes of the rest of the stack.
+#[derive(Clone)]
+pub struct MiddlewareService<F> {
+    f: F,
+    next: Next,
+}
+
+/// Wraps `f` as a layer.
+pub fn middleware<F, Fut>(f: F) -> Middleware<F>
+where
+    F: Fn(HttpRequest, Next) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = HttpResponse> + Send + 'static,
+{
+    Middleware { f }
+}
+
+impl<F: Clone, S> Layer<S> for Middleware<F>
+where
+    S: Service<HttpRequest, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Service = MiddlewareService<F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MiddlewareService {
+            f: self.f.clone(),
+            next: BoxCloneService::new(inner),
+        }
+    }
+}
+
+impl<F, Fut> Service<HttpRequest> for MiddlewareService<F>
+where
+    F: Fn(HttpRequest, Next) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = HttpResponse> + Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Self::Future {
+        let fut = (self.f)(req, self.next.clone());
+        Box::pin(async move { Ok(fut.await) })
+    }
+}
+
+fn call(mut next: Next, req: HttpRequest) -> impl Future<Output = HttpResponse> + Send + 'static {
+    // Every service of the stack is always ready (`poll_ready` is `Ready(Ok)`), so `call`
+    // needs no readiness wait.
+    let fut = next.call(req);
+    async move {
+        match fut.await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+}
+
+// === what layers tell each other ===
+
+/// Verb, resource and namespace of a request, for the log line and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Tags {
+    /// The Kubernetes verb (or the method for non-resource paths).
+    pub verb: &'static str,
+    /// The resource.
+    pub resource: String,
+    /// The namespace.
+    pub namespace: String,
+}
+
+/// The authenticated user's name, for the log line.
+#[derive(Clone, Debug)]
+pub struct User(pub String);
+
+/// The request id (`Audit-Id`).
+#[derive(Clone, Debug)]
+pub struct AuditId(pub String);
+
+fn target(req: &HttpRequest) -> Option<&Target> {
+    req.extensions().get::<Target>()
+}
+
+fn verb_of(req: &HttpRequest) -> &'static str {
+    match target(req) {
+        Some(Target::Resource(r)) => r.verb,
+        _ => method_verb(req.method()),
+    }
+}
+
+fn method_verb(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "get",
+        Method::HEAD => "head",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+// === the layers, outermost first ===
+
+/// Request id, timing, and the one log line and metrics sample of every request.
+pub fn request_log(app: Arc<App>) -> Middleware<impl Handler> {
+    middleware(move |mut req: HttpRequest, next: Next| {
+        let app = app.clone();
+        let fut: Pending = Box::pin(async move {
+            let started = Instant::now();
+            let audit_id = req
+                .headers()
+                .get("audit-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 128)
+                .map(str::to_owned)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            req.extensions_mut().insert(AuditId(audit_id.clone()));
+            let mut resp = call(next, req).await;
+            if let Ok(v) = HeaderValue::from_str(&audit_id) {
+                resp.headers_mut().insert("audit-id", v);
+            }
+            let tags = resp.extensions().get::<Tags>().cloned().unwrap_or_default();
+            let user = resp.extensions().get::<User>().map(|u| u.0.clone());
+            let code = resp.status().as_u16();
+            let secs = started.elapsed().as_secs_f64();
+            app.metrics.observe(tags.verb, &tags.resource, code, secs);
+            tracing::info!(
+                audit_id,
+                verb = tags.verb,
+                resource = tags.resource,
+                namespace = tags.namespace,
+                user = user.as_deref().unwrap_or(""),
+                code,
+                latency_ms = secs * 1000.0,
+                "request"
+            );
+            resp
+        });
+        fut
+    })
+}
+
+/// Panic guard: the rest runs in its own task; a panic becomes a 500 `Status`.
+pub fn panic_guard() -> Middleware<impl Handler> {
+    middleware(|req: HttpRequest, next: Next| {
+        let fut: Pending = Box::pin(async move {
+            let id = req.extensions().get::<AuditId>().map(|a| a.0.clone());
+            match tokio::spawn(call(next, req)).await {
+                Ok(resp) => resp,
+                Err(join) => {
+                    tracing::error!(audit_id = id.as_deref().unwrap_or(""), error = %join, "handler panicked");
+                    ApiError::internal("an internal error occurred while handling the request")
+                        .into_response()
+                }
+            }
+        });
+        fut
+    })
+}
+
+/// Request info: what the request is about (KFP prefix first), before anything else reads it.
+pub fn request_info() -> Middleware<impl Handler> {
+    middleware(|mut req: HttpRequest, next: Next| {
+        let fut: Pending = Box::pin(async move {
+            let query = Query::parse(req.uri().query().unwrap_or_default());
+            let t = request_info::parse(req.method(), req.uri().path(), &query);
+            let tags = match &t {
+                Target::Resource(r) => Tags {
+                    verb: r.verb,
+                    resource: r.resource.clone(),
+                    namespace: r.namespace.clone().unwrap_or_default(),
+                },
+                _ => Tags {
+                    verb: method_verb(req.method()),
+                    ..Default::default()
+                },
+            };
+            req.extensions_mut().insert(t);
+            req.extensions_mut().insert(query);
+            let mut resp = call(next, req).await;
+            resp.extensions_mut().insert(tags);
+            resp
+        });
+        fut
+    })
+}
+
+/// Timeout for everything but watch, covering the body read: 504 `Status` when it fires. The
+/// rest runs in its own task, so a handler that outlives the timeout keeps its in-flight slot
+/// until it really ends (as kube-apiserver's timeout filter does).
+pub fn timeout(limit: Duration) -> Middleware<impl Handler> {
+    middleware(move |req: HttpRequest, next: Next| {
+        let fut: Pending = Box::pin(async move {
+            if verb_of(&req) == "watch" {
+                return call(next, req).await;
+            }
+            let task = tokio::spawn(call(next, req));
+            match tokio::time::timeout(limit, task).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(join)) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Ok(Err(_)) => ApiError::internal("the request was cancelled").into_response(),
+                Err(_) => {
+                    let mut e = ApiError::internal(
+                        "the request did not complete within the allowed duration",
+                    );
+                    e.code = 504;
+                    e.reason = "Timeout";
+                    e.into_response()
+                }
+            }
+        });
+        fut
+    })
+}
+
+/// Authentication: health probes excepted, a request is from a user or it is a 401 — decided
+/// from headers and the connection's certificates only, before the body is read.
+/// Impersonation is not supported: a request asking for it is refused (403), never served as
+/// the caller.
+pub fn authentication(authn: Arc<dyn Authenticator>) -> Middleware<impl Handler> {
+    middleware(move |mut req: HttpRequest, next: Next| {
+        let authn = authn.clone();
+        let fut: Pending = Box::pin(async move {
+            if matches!(target(&req), Some(Target::Health(_))) {
+                return call(next, req).await;
+            }
+            let user = match authn.authenticate(req.headers(), req.extensions()).await {
+                Ok(Some(u)) => u,
+                Ok(None) => return ApiError::unauthorized().into_response(),
+                Err(e) => {
+                    tracing::info!(error = %e, "authentication failed");
+                    return ApiError::unauthorized().into_response();
+                }
+            };
+            if req
+                .headers()
+                .keys()
+                .any(|k| k.as_str().starts_with("impersonate-"))
+            {
+                let mut resp = ApiError::forbidden(format!(
+                    "User {:?} cannot impersonate: impersonation is not supported by this server",
+                    user.name
+                ))
+                .into_response();
+                resp.extensions_mut().insert(User(user.name));
+                return resp;
+            }
+            let name = user.name.clone();
+            req.extensions_mut().insert(user);
+            let mut resp = call(next, req).await;
+            resp.extensions_mut().insert(User(name));
+            resp
+        });
+        fut
+    })
+}
+
+/// In-flight limits, separate for mutating and read-only requests: 429 + Retry-After. Watches
+/// (long-running), probes and discovery/OpenAPI documents hold no slot: a probe or the
+/// aggregator's availability check answered 429 would restart the pod or mark the API
+/// unavailable (kube-apiserver's APF exempts them too).
+pub fn in_flight(read_only: Arc<Semaphore>, mutating: Arc<Semaphore>) -> Middleware<impl Handler> {
+    middleware(move |req: HttpRequest, next: Next| {
+        let (read_only, mutating) = (read_only.clone(), mutating.clone());
+        let fut: Pending = Box::pin(async move {
+            let exempt = matches!(
+                target(&req),
+                Some(Target::Health(_) | Target::Discovery(_) | Target::OpenApi(_))
+            );
+            let verb = verb_of(&req);
+            if exempt || verb == "watch" {
+                return call(next, req).await;
+            }
+            let sem = if matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            ) {
+                mutating
+            } else {
+                read_only
+            };
+            let Ok(_permit) = sem.try_acquire_owned() else {
+                return ApiError::too_many_requests().into_response();
+            };
+            call(next, req).await
+        });
+        fut
+    })
+}
+
+/// The authorization attributes of a request.
+pub fn attributes(req: &HttpRequest, user: UserInfo) -> Attributes {
+    let path = req.uri().path().to_owned();
+    match target(req) {
+        Some(Target::Resource(r)) => Attributes {
+            user,
+            verb: r.verb.to_owned(),
+            resource_request: true,
+            api_group: kfp_apiservice::GROUP.to_owned(),
+            resource: r.resource.clone(),
+            subresource: r.subresource.clone().unwrap_or_default(),
+            namespace: r.namespace.clone().unwrap_or_default(),
+            name: r.name.clone().unwrap_or_default(),
+            path,
+        },
+        _ => Attributes {
+            user,
+            verb: method_verb(req.method()).to_owned(),
+            resource_request: false,
+            path,
+            ..Default::default()
+        },
+    }
+}
+
+/// Authorization: every request but health probes is decided by the [`Authorizer`] on its
+/// Kubernetes attributes; 403 `Status` worded as kube-apiserver's.
+pub fn authorization(authz: Arc<dyn Authorizer>) -> Middleware<impl Handler> {
+    middleware(move |req: HttpRequest, next: Next| {
+        let authz = authz.clone();
+        let fut: Pending = Box::pin(async move {
+            if matches!(target(&req), Some(Target::Health(_))) {
+                return call(next, req).await;
+            }
+            let user = req
+                .extensions()
+                .get::<UserInfo>()
+                .cloned()
+                .unwrap_or_default();
+            let attrs = attributes(&req, user);
+            match authz.authorize(&attrs).await {
+                Decision::Allow => call(next, req).await,
+                Decision::Deny(why) => {
+                    ApiError::forbidden(attrs.forbidden_message(&why)).into_response()
+                }
+            }
+        });
+        fut
+    })
+}
+
+/// The innermost service: reads the body (only now, after authorization, under the limit —
+/// 413 — and the timeout), then routes.
+pub fn router(
+    app: Arc<App>,
+) -> impl Service<
+    HttpRequest,
+    Response = HttpResponse,
+    Error = Infallible,
+    Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |req: HttpRequest| {
+        let app = app.clone();
+        let fut: Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>> =
+            Box::pin(async move { Ok(route(app, req).await) });
+        fut
+    })
+}
+
+/// Reads a body under [`MAX_BODY_BYTES`].
+async fn read_body(body: ReqBody) -> Result<Bytes, Box<HttpResponse>> {
+    let collected: Result<_, BoxError> = Limited::new(body, MAX_BODY_BYTES).collect().await;
+    match collected {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(
+            ApiError::too_large(MAX_BODY_BYTES).into_response(),
+        )),
+        Err(e) => Err(Box::new(
+            ApiError::bad_request(format!("reading the request body failed: {e}")).into_response(),
+        )),
+    }
+}
+
+async fn route(app: Arc<App>, req: HttpRequest) -> HttpResponse {
+    let (mut parts, body) = req.into_parts();
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::too_large(MAX_BODY_BYTES).into_response();
+    }
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return *resp,
+    };
+    let target = parts
+        .extensions
+        .remove::<Target>()
+        .unwrap_or(Target::NotFound);
+    let query = parts.extensions.remove::<Query>().unwrap_or_default();
+    let user = parts.extensions.remove::<UserInfo>();
+    let r = Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query,
+        headers: parts.headers,
+        body,
+        user,
+    };
+    match app.route(target, r).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    }
+}

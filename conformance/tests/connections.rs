@@ -1,0 +1,147 @@
+//! Connections are bounded in time, against the real binary over TLS: a client that completes
+//! the handshake and sends nothing, one that trickles its headers, one idle between requests,
+//! and many idle TLS connections at once are all closed by the server (header-read and idle
+//! timeouts set short here); a normal request on a fresh connection is still served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kfp_conformance::DevServer;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Longest a test waits for the server to close a connection (the timeouts are 1-2 s).
+const BOUND: Duration = Duration::from_secs(15);
+
+fn connector(server: &DevServer) -> TlsConnector {
+    let ca = CertificateDer::from_pem_file(server.dir.join("pki").join("ca.crt")).expect("ca");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn connect(server: &DevServer, tls: &TlsConnector) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(&server.addr).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("name").to_owned();
+    tls.connect(name, tcp).await.expect("handshake")
+}
+
+/// Reads until the server closes the connection; returns what it sent. Fails the test if the
+/// connection is still open after [`BOUND`].
+async fn until_closed(stream: &mut TlsStream<TcpStream>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(BOUND, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept the connection open");
+    out
+}
+
+fn start(tag: &str) -> DevServer {
+    let dir = std::env::temp_dir().join(format!("kfp-conn-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr = format!("127.0.0.1:{}", kfp_conformance::free_port());
+    DevServer::start_with(
+        dir,
+        true,
+        &addr,
+        &[
+            "--header-read-timeout-seconds",
+            "1",
+            "--idle-timeout-seconds",
+            "2",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_trickling_and_idle_connections_are_closed() {
+    let server = start("one");
+    let tls = connector(&server);
+
+    // Handshake, then nothing.
+    let mut silent = connect(&server, &tls).await;
+    until_closed(&mut silent).await;
+
+    // Headers one byte at a time, slower than the header-read timeout allows.
+    let mut trickle = connect(&server, &tls).await;
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let (mut rd, mut wr) = tokio::io::split(trickle);
+    let writer = tokio::spawn(async move {
+        for b in b"Host: 127.0.0.1\r\nX-Slow: yes\r\n".iter() {
+            if wr.write_all(&[*b]).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let got = tokio::time::timeout(BOUND, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(got.is_ok(), "a trickled request was kept open");
+    writer.abort();
+
+    // A served request, then idle keep-alive: closed after the idle timeout.
+    let mut idle = connect(&server, &tls).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut idle).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_idle_tls_connections_do_not_stay_open() {
+    let server = start("many");
+    let tls = connector(&server);
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        conns.push(connect(&server, &tls).await);
+    }
+    let mut tasks = Vec::new();
+    for mut c in conns {
+        tasks.push(tokio::spawn(
+            async move { until_closed(&mut c).await.len() },
+        ));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 0, "closed without an answer");
+    }
+    // The server still serves new connections.
+    let mut fresh = connect(&server, &tls).await;
+    fresh
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let text = String::from_utf8_lossy(&until_closed(&mut fresh).await).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
