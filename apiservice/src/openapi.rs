@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 
+use crate::fieldpath::ListType;
 use crate::resource::{RESOURCES, Resource};
 use crate::types::{GROUP, PipelineList, PipelineVersionList, VERSION};
 
@@ -128,7 +129,79 @@ pub fn definitions(flavour: Flavour) -> Map<String, Value> {
         }
         out.insert(name, schema);
     }
+    declare_field_types(&mut out);
     out
+}
+
+/// Declares the list and map types field management uses (the resource table's, plus
+/// ObjectMeta's) as `x-kubernetes-list-type` / `-list-map-keys` / `-map-type`, so a client-side
+/// apply type converter built from these schemas agrees with the server.
+fn declare_field_types(defs: &mut Map<String, Value>) {
+    let meta = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+    for r in RESOURCES {
+        let kind = format!("{DEFINITION_PREFIX}{}", r.kind);
+        let lists = crate::fieldpath::METADATA_LISTS
+            .iter()
+            .chain(r.fields.lists);
+        for (path, t) in lists {
+            let ext = match t {
+                ListType::Atomic => json!({"x-kubernetes-list-type": "atomic"}),
+                ListType::Set => json!({"x-kubernetes-list-type": "set"}),
+                ListType::Map(keys) => {
+                    json!({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": keys})
+                }
+            };
+            let (root, rest) = match path.strip_prefix("metadata.") {
+                Some(rest) => (meta.to_owned(), rest.to_owned()),
+                None => (kind.clone(), (*path).to_owned()),
+            };
+            extend_at(defs, &root, &rest, &ext);
+        }
+        for path in r.fields.atomic {
+            extend_at(
+                defs,
+                &kind,
+                path,
+                &json!({"x-kubernetes-map-type": "atomic"}),
+            );
+        }
+    }
+}
+
+/// Adds `ext`'s keys to the property schema at the dotted `path` under definition `root`,
+/// following `$ref` / `allOf: [$ref]` to other definitions.
+fn extend_at(defs: &mut Map<String, Value>, root: &str, path: &str, ext: &Value) {
+    let mut def = root.to_owned();
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let Some(prop) = defs
+            .get(&def)
+            .and_then(|d| d.pointer(&format!("/properties/{part}")))
+        else {
+            return;
+        };
+        if i + 1 == parts.len() {
+            if let (Some(Value::Object(target)), Some(add)) = (
+                defs.get_mut(&def)
+                    .and_then(|d| d.pointer_mut(&format!("/properties/{part}"))),
+                ext.as_object(),
+            ) {
+                for (k, v) in add {
+                    target.insert(k.clone(), v.clone());
+                }
+            }
+            return;
+        }
+        let reference = prop
+            .get("$ref")
+            .or_else(|| prop.pointer("/allOf/0/$ref"))
+            .and_then(Value::as_str)
+            .and_then(|r| r.rsplit('/').next());
+        match reference {
+            Some(name) => def = name.to_owned(),
+            None => return,
+        }
+    }
 }
 
 /// Kind-level decorations: GVK extension, apiVersion/kind descriptions.
@@ -464,6 +537,27 @@ pub fn v3_root(group_hash: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_and_map_types_are_declared_as_field_management_uses_them() {
+        for flavour in [Flavour::V2, Flavour::V3] {
+            let d = definitions(flavour);
+            let meta = &d["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]["properties"];
+            assert_eq!(meta["finalizers"]["x-kubernetes-list-type"], "set");
+            assert_eq!(meta["ownerReferences"]["x-kubernetes-list-type"], "map");
+            assert_eq!(
+                meta["ownerReferences"]["x-kubernetes-list-map-keys"],
+                json!(["uid"])
+            );
+            let status = &d[&format!("{DEFINITION_PREFIX}PipelineVersionStatus")]["properties"];
+            assert_eq!(
+                status["conditions"]["x-kubernetes-list-map-keys"],
+                json!(["type"])
+            );
+            let spec = &d[&format!("{DEFINITION_PREFIX}PipelineVersionSpec")]["properties"];
+            assert_eq!(spec["pipelineSpec"]["x-kubernetes-map-type"], "atomic");
+        }
+    }
 
     #[test]
     fn kinds_carry_gvk_and_schemaless_specs_preserve_unknown_fields() {
