@@ -233,15 +233,30 @@ pub fn request_log(app: Arc<App>) -> Middleware<impl Handler> {
     })
 }
 
-/// Panic guard: the rest runs in its own task; a panic becomes a 500 `Status`.
+/// Panic guard: a panic anywhere inside (a handler, or re-raised from the timeout's task)
+/// becomes a 500 `Status`, never a dropped connection. It catches the unwind around each poll
+/// instead of spawning a task, so a request costs no extra task hop.
 pub fn panic_guard() -> Middleware<impl Handler> {
     middleware(|req: HttpRequest, next: Next| {
         let fut: Pending = Box::pin(async move {
             let id = req.extensions().get::<AuditId>().map(|a| a.0.clone());
-            match tokio::spawn(call(next, req)).await {
+            match (CatchUnwind {
+                inner: Box::pin(call(next, req)),
+            })
+            .await
+            {
                 Ok(resp) => resp,
-                Err(join) => {
-                    tracing::error!(audit_id = id.as_deref().unwrap_or(""), error = %join, "handler panicked");
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(
+                        audit_id = id.as_deref().unwrap_or(""),
+                        panic = what,
+                        "handler panicked"
+                    );
                     ApiError::internal("an internal error occurred while handling the request")
                         .into_response()
                 }
@@ -249,6 +264,24 @@ pub fn panic_guard() -> Middleware<impl Handler> {
         });
         fut
     })
+}
+
+/// A future whose panics are caught (as `Err(payload)`) instead of unwinding further.
+struct CatchUnwind {
+    inner: Pending,
+}
+
+impl Future for CatchUnwind {
+    type Output = Result<HttpResponse, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// Request info: what the request is about (KFP prefix first), before anything else reads it.

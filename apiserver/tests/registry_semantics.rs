@@ -74,6 +74,11 @@ async fn call(
     (status, v)
 }
 
+/// POSTs a JSON object.
+async fn post(s: &Server, url: &str, body: &Value) -> (StatusCode, Value) {
+    call(s, "POST", url, "application/json", &body.to_string()).await
+}
+
 async fn apply(
     s: &Server,
     url: &str,
@@ -291,14 +296,7 @@ async fn finalizers_owner_references_and_conditions_merge_by_their_keys() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let (code, _) = call(
-        &s,
-        "POST",
-        V,
-        "application/json",
-        &version("v", &pname).to_string(),
-    )
-    .await;
+    let (code, _) = post(&s, V, &version("v", &pname)).await;
     assert_eq!(code, StatusCode::CREATED);
     let cond = |t: &str| {
         json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "PipelineVersion", "metadata": {"name": "v"},
@@ -328,14 +326,7 @@ async fn finalizers_owner_references_and_conditions_merge_by_their_keys() {
 #[tokio::test]
 async fn the_generic_update_rules_of_kube_apiserver() {
     let s = server("rules").await;
-    let (_, created) = call(
-        &s,
-        "POST",
-        P,
-        "application/json",
-        &pipeline("p", json!({"displayName": "A"})).to_string(),
-    )
-    .await;
+    let (_, created) = post(&s, P, &pipeline("p", json!({"displayName": "A"}))).await;
     let url = format!("{P}/p");
     // PUT without resourceVersion: 422.
     let (code, err) = call(
@@ -406,12 +397,10 @@ async fn the_generic_update_rules_of_kube_apiserver() {
 async fn flux_takes_over_a_client_side_applied_object_and_prunes_without_force() {
     let s = server("takeover").await;
     let body = pipeline("p", json!({"displayName": "A", "description": "old"}));
-    let (code, created) = call(
+    let (code, created) = post(
         &s,
-        "POST",
         &format!("{P}?fieldManager=kubectl-client-side-apply"),
-        "application/json",
-        &body.to_string(),
+        &body,
     )
     .await;
     assert_eq!(code, StatusCode::CREATED);
@@ -491,17 +480,10 @@ async fn pipeline_with_versions(s: &Server, name: &str, finalizer: Option<&str>)
     if let Some(f) = finalizer {
         p["metadata"]["finalizers"] = json!([f]);
     }
-    let (code, _) = call(s, "POST", P, "application/json", &p.to_string()).await;
+    let (code, _) = post(s, P, &p).await;
     assert_eq!(code, StatusCode::CREATED);
     for v in ["v1", "v2"] {
-        let (code, b) = call(
-            s,
-            "POST",
-            V,
-            "application/json",
-            &version(&format!("{name}-{v}"), name).to_string(),
-        )
-        .await;
+        let (code, b) = post(s, V, &version(&format!("{name}-{v}"), name)).await;
         assert_eq!(code, StatusCode::CREATED, "{b}");
     }
 }
@@ -529,14 +511,7 @@ async fn an_owner_with_a_finalizer_keeps_its_versions_until_the_finalizer_goes()
         "the owner still exists"
     );
     // A new version under an owner being deleted is refused.
-    let (code, err) = call(
-        &s,
-        "POST",
-        V,
-        "application/json",
-        &version("p-v3", "p").to_string(),
-    )
-    .await;
+    let (code, err) = post(&s, V, &version("p-v3", "p")).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{err}");
     merge(
         &s,
@@ -623,14 +598,7 @@ async fn orphan_leaves_versions_without_their_owner() {
 #[tokio::test]
 async fn no_op_writes_keep_the_resource_version_and_contention_is_retried() {
     let s = server("noop").await;
-    let (_, created) = call(
-        &s,
-        "POST",
-        P,
-        "application/json",
-        &pipeline("p", json!({"displayName": "A"})).to_string(),
-    )
-    .await;
+    let (_, created) = post(&s, P, &pipeline("p", json!({"displayName": "A"}))).await;
     let rv = created["metadata"]["resourceVersion"].clone();
     let (_, out) = merge(&s, &format!("{P}/p"), "m", json!({})).await;
     assert_eq!(out["metadata"]["resourceVersion"], rv);
@@ -684,14 +652,7 @@ async fn no_op_writes_keep_the_resource_version_and_contention_is_retried() {
 #[tokio::test]
 async fn wrongly_shaped_bodies_are_400_and_change_nothing() {
     let s = server("shapes").await;
-    let (_, created) = call(
-        &s,
-        "POST",
-        P,
-        "application/json",
-        &pipeline("p", json!({"displayName": "A"})).to_string(),
-    )
-    .await;
+    let (_, created) = post(&s, P, &pipeline("p", json!({"displayName": "A"}))).await;
     let url = format!("{P}/p");
     for body in [
         "[]",

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kfp_apiservice::decode::FieldValidation;
-use kfp_apiservice::resource::{ParentState, Resource, create_context};
+use kfp_apiservice::resource::{Dependent, ParentState, Resource, create_context};
 use kfp_apiservice::{FieldError, FieldPath};
 use kfp_storage::{
     Key, LabelSelector, ListPage, ListRequest, Object, Preconditions, ReadAt, Revision, Store,
@@ -834,11 +834,27 @@ impl Registry {
         Ok((out, rev))
     }
 
-    fn dependents_request(
-        dep: &kfp_apiservice::resource::Dependent,
+    /// The objects that name the owner `uid` (of `res`) as their owner, with their resource.
+    async fn dependents(
+        &self,
+        res: &'static Resource,
         ns: &str,
         uid: &str,
-    ) -> Result<ListRequest> {
+    ) -> Result<Vec<(&'static Resource, &'static Dependent, Object)>> {
+        let mut out = Vec::new();
+        for dep in res.dependents {
+            let Some(dep_res) = Resource::by_plural(dep.resource) else {
+                continue;
+            };
+            let page = self
+                .list(dep_res, &Self::dependents_request(dep, ns, uid)?)
+                .await?;
+            out.extend(page.items.into_iter().map(|o| (dep_res, dep, o)));
+        }
+        Ok(out)
+    }
+
+    fn dependents_request(dep: &Dependent, ns: &str, uid: &str) -> Result<ListRequest> {
         let labels = LabelSelector::parse(&format!("{}={uid}", dep.owner_label))
             .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
         Ok(ListRequest {
@@ -858,26 +874,18 @@ impl Registry {
         uid: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            for dep in res.dependents {
-                let Some(dep_res) = Resource::by_plural(dep.resource) else {
-                    continue;
+            for (dep_res, _, o) in self.dependents(res, ns, uid).await? {
+                let opts = DeleteOptions {
+                    preconditions: Preconditions {
+                        uid: Some(o.uid.clone()),
+                        resource_version: None,
+                    },
+                    ..Default::default()
                 };
-                let page = self
-                    .list(dep_res, &Self::dependents_request(dep, ns, uid)?)
-                    .await?;
-                for o in page.items {
-                    let opts = DeleteOptions {
-                        preconditions: Preconditions {
-                            uid: Some(o.uid.clone()),
-                            resource_version: None,
-                        },
-                        ..Default::default()
-                    };
-                    match self.delete(dep_res, ns, &o.key.name, &opts).await {
-                        Ok(_) | Err(RegistryError::NotFound { .. }) => {}
-                        Err(RegistryError::Conflict { .. }) => {} // replaced by a new object
-                        Err(e) => return Err(e),
-                    }
+                match self.delete(dep_res, ns, &o.key.name, &opts).await {
+                    Ok(_) | Err(RegistryError::NotFound { .. }) => {}
+                    Err(RegistryError::Conflict { .. }) => {} // replaced by a new object
+                    Err(e) => return Err(e),
                 }
             }
             Ok(())
@@ -886,59 +894,46 @@ impl Registry {
 
     /// Removes the owner reference to `uid` (and the owner label) from its dependents.
     async fn orphan_dependents(&self, res: &'static Resource, ns: &str, uid: &str) -> Result<()> {
-        for dep in res.dependents {
-            let Some(dep_res) = Resource::by_plural(dep.resource) else {
-                continue;
-            };
-            let page = self
-                .list(dep_res, &Self::dependents_request(dep, ns, uid)?)
-                .await?;
-            for o in page.items {
-                let mut current = o;
-                for attempt in 0..MAX_ATTEMPTS {
-                    if attempt > 0 {
-                        backoff(attempt).await;
-                        current = match self.store.get(&current.key).await {
-                            Ok(c) => c,
-                            Err(StoreError::NotFound(_)) => break,
-                            Err(e) => {
-                                return Err(RegistryError::store(
-                                    e,
-                                    dep_res.plural,
-                                    &current.key.name,
-                                ));
-                            }
-                        };
-                    }
-                    let live = json(&current, dep_res.plural)?;
-                    let mut new = live.clone();
-                    if let Some(meta) = meta_mut(&mut new) {
-                        if let Some(Value::Array(refs)) = meta.get_mut("ownerReferences") {
-                            refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-                            if refs.is_empty() {
-                                meta.remove("ownerReferences");
-                            }
-                        }
-                        if let Some(Value::Object(labels)) = meta.get_mut("labels") {
-                            labels.remove(dep.owner_label);
-                        }
-                    }
-                    let scope = Scope::Main {
-                        ignore_status: dep_res.status_subresource,
-                    };
-                    let m =
-                        managed::update(&dep_res.fields, Some(&live), &new, "kfp-apiserver", scope);
-                    managed::store(&mut new, &m);
-                    let pre = Preconditions {
-                        uid: Some(current.uid.clone()),
-                        resource_version: Some(current.revision),
-                    };
-                    match self.store.update(&current.key, new, &pre).await {
-                        Ok(_) | Err(StoreError::NotFound(_)) => break,
-                        Err(StoreError::Conflict { .. }) => continue,
+        for (dep_res, dep, o) in self.dependents(res, ns, uid).await? {
+            let mut current = o;
+            for attempt in 0..MAX_ATTEMPTS {
+                if attempt > 0 {
+                    backoff(attempt).await;
+                    current = match self.store.get(&current.key).await {
+                        Ok(c) => c,
+                        Err(StoreError::NotFound(_)) => break,
                         Err(e) => {
                             return Err(RegistryError::store(e, dep_res.plural, &current.key.name));
                         }
+                    };
+                }
+                let live = json(&current, dep_res.plural)?;
+                let mut new = live.clone();
+                if let Some(meta) = meta_mut(&mut new) {
+                    if let Some(Value::Array(refs)) = meta.get_mut("ownerReferences") {
+                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                        if refs.is_empty() {
+                            meta.remove("ownerReferences");
+                        }
+                    }
+                    if let Some(Value::Object(labels)) = meta.get_mut("labels") {
+                        labels.remove(dep.owner_label);
+                    }
+                }
+                let scope = Scope::Main {
+                    ignore_status: dep_res.status_subresource,
+                };
+                let m = managed::update(&dep_res.fields, Some(&live), &new, "kfp-apiserver", scope);
+                managed::store(&mut new, &m);
+                let pre = Preconditions {
+                    uid: Some(current.uid.clone()),
+                    resource_version: Some(current.revision),
+                };
+                match self.store.update(&current.key, new, &pre).await {
+                    Ok(_) | Err(StoreError::NotFound(_)) => break,
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => {
+                        return Err(RegistryError::store(e, dep_res.plural, &current.key.name));
                     }
                 }
             }
