@@ -233,17 +233,9 @@ impl Authenticator for TokenAuthenticator {
         headers: &HeaderMap,
         _: &Extensions,
     ) -> Result<Option<UserInfo>, AuthError> {
-        let bearer = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("Bearer ") || v.starts_with("bearer "));
-        match self.lookup(headers) {
-            Some(u) => Ok(Some(u)),
-            // A bearer token that is none of ours: with other authenticators after this one
-            // (TokenReview) the chain goes on; alone it is a 401.
-            None if bearer => Ok(None),
-            None => Ok(None),
-        }
+        // A bearer token that is none of ours is not an error here: with further authenticators
+        // (TokenReview) the chain goes on; alone, the stack answers 401.
+        Ok(self.lookup(headers))
     }
 }
 

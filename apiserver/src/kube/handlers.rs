@@ -211,7 +211,10 @@ async fn create(
     rr: &ResourceRequest,
     req: Req,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = write_options(&req, WriteOptions::parse(&req.query, false)?);
+    let opts = write_options(
+        &req,
+        WriteOptions::parse(&req.query, "CreateOptions", false)?,
+    );
     let body = body_json(&req)?;
     let w = app
         .registry
@@ -228,7 +231,10 @@ async fn update(
     req: Req,
     status: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = write_options(&req, WriteOptions::parse(&req.query, false)?);
+    let opts = write_options(
+        &req,
+        WriteOptions::parse(&req.query, "UpdateOptions", false)?,
+    );
     let body = body_json(&req)?;
     let w = app
         .registry
@@ -262,7 +268,10 @@ async fn patch(
 ) -> Result<Response<Body>, ApiError> {
     let patch = parse_patch(&req)?;
     let is_apply = matches!(patch, Patch::Apply(_));
-    let opts = write_options(&req, WriteOptions::parse(&req.query, is_apply)?);
+    let opts = write_options(
+        &req,
+        WriteOptions::parse(&req.query, "PatchOptions", is_apply)?,
+    );
     let w = app
         .registry
         .patch(res, namespace(rr), name(rr), &patch, &opts, status)

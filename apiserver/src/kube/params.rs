@@ -204,18 +204,17 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
-    /// Parses and validates.
-    pub fn parse(q: &Query, is_apply: bool) -> Result<Self, ApiError> {
-        let mut dry_run = false;
-        for v in q.all("dryRun") {
-            if v == "All" {
-                dry_run = true;
-            } else {
-                return Err(ApiError::bad_request(format!(
-                    "dryRun: Unsupported value: \"{v}\": supported values: \"All\""
-                )));
-            }
+    /// Parses and validates, as kube-apiserver validates `CreateOptions`, `UpdateOptions` and
+    /// `PatchOptions` (`kind`): invalid values are 422 `Invalid` naming the options kind.
+    pub fn parse(q: &Query, kind: &str, is_apply: bool) -> Result<Self, ApiError> {
+        let mut invalid = Vec::new();
+        let dry_run_values: Vec<&str> = q.all("dryRun").collect();
+        if dry_run_values.iter().any(|v| *v != "All") {
+            invalid.push(format!(
+                "dryRun: Unsupported value: {dry_run_values:?}: supported values: \"All\""
+            ));
         }
+        let dry_run = !dry_run_values.is_empty();
         let field_manager = q
             .get("fieldManager")
             .filter(|m| !m.is_empty())
@@ -223,9 +222,7 @@ impl WriteOptions {
         if let Some(m) = &field_manager
             && m.len() > 128
         {
-            return Err(ApiError::bad_request(
-                "fieldManager: Too long: may not be more than 128 bytes",
-            ));
+            invalid.push("fieldManager: Too long: may not be more than 128 bytes".to_owned());
         }
         let field_validation = FieldValidation::parse(q.get("fieldValidation").unwrap_or_default())
             .ok_or_else(|| {
@@ -236,14 +233,13 @@ impl WriteOptions {
             })?;
         let force = q.flag("force")?;
         if force && !is_apply {
-            return Err(ApiError::bad_request(
-                "force: Forbidden: may not be specified for non-apply patch",
-            ));
+            invalid.push("force: Forbidden: may not be specified for non-apply patch".to_owned());
         }
         if is_apply && field_manager.is_none() {
-            return Err(ApiError::bad_request(
-                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-            ));
+            invalid.push("fieldManager: Required value: is required for apply patch".to_owned());
+        }
+        if !invalid.is_empty() {
+            return Err(ApiError::invalid_options(kind, invalid));
         }
         Ok(WriteOptions {
             dry_run,
@@ -315,21 +311,50 @@ mod tests {
     #[test]
     fn write_options() {
         assert!(
-            WriteOptions::parse(&Query::parse("dryRun=All&fieldManager=m"), false)
-                .unwrap()
-                .dry_run
+            WriteOptions::parse(
+                &Query::parse("dryRun=All&fieldManager=m"),
+                "PatchOptions",
+                false
+            )
+            .unwrap()
+            .dry_run
         );
-        assert!(WriteOptions::parse(&Query::parse("dryRun=Some"), false).is_err());
-        assert!(WriteOptions::parse(&Query::parse("force=true"), false).is_err());
+        let e =
+            WriteOptions::parse(&Query::parse("dryRun=Some"), "CreateOptions", false).unwrap_err();
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
         assert!(
-            WriteOptions::parse(&Query::parse("force=true"), true).is_err(),
+            e.message
+                .starts_with("CreateOptions.meta.k8s.io \"\" is invalid: dryRun"),
+            "{}",
+            e.message
+        );
+        let e =
+            WriteOptions::parse(&Query::parse("force=true"), "PatchOptions", false).unwrap_err();
+        assert_eq!(
+            e.message,
+            "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+        );
+        assert!(
+            WriteOptions::parse(&Query::parse("force=true"), "PatchOptions", true)
+                .is_err_and(|e| e.code == 422),
             "apply needs a field manager"
         );
         assert!(
-            WriteOptions::parse(&Query::parse("force=true&fieldManager=kubectl"), true)
-                .unwrap()
-                .force
+            WriteOptions::parse(
+                &Query::parse("force=true&fieldManager=kubectl"),
+                "PatchOptions",
+                true
+            )
+            .unwrap()
+            .force
         );
-        assert!(WriteOptions::parse(&Query::parse("fieldValidation=Bogus"), false).is_err());
+        assert!(
+            WriteOptions::parse(
+                &Query::parse("fieldValidation=Bogus"),
+                "PatchOptions",
+                false
+            )
+            .is_err()
+        );
     }
 }
