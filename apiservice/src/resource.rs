@@ -294,8 +294,19 @@ fn decode<T: DeserializeOwned + Serialize>(
     }
 }
 
-fn encode<T: Serialize>(t: &T) -> Result<Value, StrategyError> {
-    serde_json::to_value(t).map_err(|e| StrategyError::BadRequest(format!("encoding failed: {e}")))
+/// The prepared write of a typed object.
+fn prepared<T: Serialize>(
+    object: &T,
+    name: String,
+    warnings: Vec<String>,
+) -> Result<Prepared, StrategyError> {
+    let object = serde_json::to_value(object)
+        .map_err(|e| StrategyError::BadRequest(format!("encoding failed: {e}")))?;
+    Ok(Prepared {
+        object,
+        name,
+        warnings,
+    })
 }
 
 fn check(kind: &'static str, name: &str, outcome: Outcome) -> Result<Vec<String>, StrategyError> {
@@ -375,11 +386,7 @@ impl Strategy for PipelineStrategy {
             &name,
             strategy::validate_pipeline_create(&p),
         )?);
-        Ok(Prepared {
-            object: encode(&p)?,
-            name,
-            warnings,
-        })
+        prepared(&p, name, warnings)
     }
 
     fn prepare_update(
@@ -401,11 +408,7 @@ impl Strategy for PipelineStrategy {
             &name,
             strategy::validate_pipeline_update(&p, &o),
         )?);
-        Ok(Prepared {
-            object: encode(&p)?,
-            name,
-            warnings,
-        })
+        prepared(&p, name, warnings)
     }
 }
 
@@ -455,11 +458,7 @@ impl Strategy for VersionStrategy {
         let name = name_of(&v.metadata);
         let outcome = strategy::validate_version_create(&v, lookup);
         warnings.extend(check(PipelineVersion::KIND, &name, outcome)?);
-        Ok(Prepared {
-            object: encode(&v)?,
-            name,
-            warnings,
-        })
+        prepared(&v, name, warnings)
     }
 
     fn prepare_update(
@@ -503,11 +502,7 @@ impl Strategy for VersionStrategy {
                 strategy::validate_version_update(&v, &o),
             )?);
         }
-        Ok(Prepared {
-            object: encode(&v)?,
-            name,
-            warnings,
-        })
+        prepared(&v, name, warnings)
     }
 }
 
