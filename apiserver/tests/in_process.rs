@@ -10,35 +10,17 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use kfp_apiserver::app::{App, AppService, Limits};
-use kfp_apiserver::auth::TokenAuthenticator;
 use kfp_apiservice::{Pipeline, PipelineSpec};
-use kfp_storage::{SqlStore, Store, StoreConfig};
+use kfp_storage::SqlStore;
 use tower::Service;
 
 const TOKEN: &str = "in-process-token";
 
+mod common;
+
 /// The app, its store, and the shutdown sender (kept alive by the caller).
 async fn app(name: &str, limits: Limits) -> (Arc<App>, SqlStore, tokio::sync::watch::Sender<bool>) {
-    let dir = std::env::temp_dir().join(format!("kfp-in-process-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = SqlStore::open(StoreConfig::new(format!(
-        "sqlite://{}/store.db",
-        dir.display()
-    )))
-    .await
-    .expect("store");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
-    (
-        App::new(
-            dyn_store,
-            TokenAuthenticator::single(TOKEN, "admin", &[]),
-            rx,
-            limits,
-        ),
-        store,
-        tx,
-    )
+    common::sqlite_app(name, TOKEN, &[], limits).await
 }
 
 async fn call(

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use kfp_apiserver::app::{App, AppService, Limits};
-use kfp_apiserver::auth::TokenAuthenticator;
-use kfp_storage::{SqlStore, Store, StoreConfig, WatchItem, WatchRequest};
+use kfp_storage::{SqlStore, Store, WatchItem, WatchRequest};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use tower::Service;
@@ -26,26 +25,20 @@ struct Server {
     _shutdown: tokio::sync::watch::Sender<bool>,
 }
 
+mod common;
+
 async fn server(name: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!("kfp-registry-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = SqlStore::open(StoreConfig::new(format!(
-        "sqlite://{}/store.db",
-        dir.display()
-    )))
-    .await
-    .expect("store");
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let dyn_store: Arc<dyn Store> = Arc::new(store.clone());
+    let (app, store, shutdown) = common::sqlite_app(
+        &format!("registry-{name}"),
+        TOKEN,
+        &["system:masters"],
+        Limits::default(),
+    )
+    .await;
     Server {
-        app: App::new(
-            dyn_store,
-            TokenAuthenticator::single(TOKEN, "admin", &["system:masters"]),
-            rx,
-            Limits::default(),
-        ),
+        app,
         store,
-        _shutdown: tx,
+        _shutdown: shutdown,
     }
 }
 

@@ -425,7 +425,7 @@ impl Registry {
                 res.kind
             )));
         }
-        let env: Envelope = serde_json::from_value(body.clone())
+        let env = Envelope::deserialize(&body)
             .map_err(|e| RegistryError::BadRequest(format!("error decoding metadata: {e}")))?;
         let meta = env.metadata.unwrap_or_default();
         if let Some(n) = meta.name.as_deref().filter(|n| !n.is_empty())
