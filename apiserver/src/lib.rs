@@ -34,5 +34,6 @@ pub mod request_info;
 pub mod serve;
 pub mod server;
 pub mod stack;
+pub mod store;
 pub mod store_metrics;
 pub mod validate;

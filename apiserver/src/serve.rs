@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kfp_storage::compactor::{self, CompactionPolicy};
-use kfp_storage::{SqlStore, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -58,21 +57,27 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
-    let mut config = StoreConfig::new(&store_url);
+    let mut config = crate::store::config(&store_url);
     config.feed.ring_capacity = opts.watch_ring_capacity;
     config.feed.channel_capacity = opts.watch_channel_capacity.max(1);
     config.feed.bookmark_interval =
         Duration::from_secs(opts.watch_bookmark_interval_seconds.max(1));
-    let store: Arc<dyn Store> =
-        Arc::new(SqlStore::open(config).await.context("opening the store")?);
-    let compaction = compactor::spawn(
-        store.clone(),
-        CompactionPolicy {
-            keep_revisions: opts.compaction_keep_revisions,
-            keep_age: Duration::from_secs(opts.compaction_keep_seconds),
-            interval: Duration::from_secs(opts.compaction_interval_seconds.max(1)),
-        },
-    );
+    let backend = kfp_storage::open(config)
+        .await
+        .context("opening the store")?;
+    let store = backend.store.clone();
+    // History upkeep only for backends that keep their own change feed.
+    let compaction = backend.maintenance.clone().map(|history| {
+        compactor::spawn(
+            store.clone(),
+            history,
+            CompactionPolicy {
+                keep_revisions: opts.compaction_keep_revisions,
+                keep_age: Duration::from_secs(opts.compaction_keep_seconds),
+                interval: Duration::from_secs(opts.compaction_interval_seconds.max(1)),
+            },
+        )
+    });
     let (tx, rx) = watch::channel(false);
     let limits = Limits {
         timeout: Duration::from_secs(opts.request_timeout_seconds.max(1)),
@@ -80,13 +85,16 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(opts.idle_timeout_seconds.max(1)),
         ..Limits::default()
     };
-    let app = App::new(store, authn, rx.clone(), limits);
+    let app = App::new(store.clone(), authn, rx.clone(), limits);
     tracing::info!(listen = %opts.listen, store = %redact(&store_url), "serving");
     let server = tokio::spawn(crate::server::run(listener, tls, app, rx));
     crate::server::signal().await;
     let _ = tx.send(true);
     let _ = server.await;
-    compaction.abort();
+    if let Some(c) = compaction {
+        c.abort();
+    }
+    store.close().await;
     Ok(())
 }
 

@@ -78,26 +78,16 @@ impl Store for InstrumentedStore {
     async fn delete(&self, key: &Key, pre: &Preconditions) -> Result<Object> {
         timed!(self, "delete", self.inner.delete(key, pre))
     }
-    async fn delete_collection(&self, req: &ListRequest) -> Result<Vec<Object>> {
-        timed!(self, "delete_collection", self.inner.delete_collection(req))
-    }
     async fn watch(&self, req: &WatchRequest) -> Result<WatchStream> {
         timed!(self, "watch", self.inner.watch(req))
     }
     async fn current_revision(&self) -> Result<Revision> {
         timed!(self, "current_revision", self.inner.current_revision())
     }
-    async fn revision_older_than(&self, age: std::time::Duration) -> Result<Option<Revision>> {
-        timed!(
-            self,
-            "revision_older_than",
-            self.inner.revision_older_than(age)
-        )
-    }
-    async fn compact(&self, revision: Revision) -> Result<Revision> {
-        timed!(self, "compact", self.inner.compact(revision))
-    }
     async fn ping(&self) -> Result<()> {
         timed!(self, "ping", self.inner.ping())
+    }
+    async fn close(&self) {
+        self.inner.close().await
     }
 }

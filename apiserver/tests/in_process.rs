@@ -11,7 +11,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use kfp_apiserver::app::{App, AppService, Limits};
 use kfp_apiservice::{Pipeline, PipelineSpec};
-use kfp_storage::SqlStore;
+use kfp_storage::{SqlStore, Store};
 use tower::Service;
 
 const TOKEN: &str = "in-process-token";

@@ -35,8 +35,11 @@ pub struct Resource {
     pub categories: &'static [&'static str],
     /// Whether it has a `status` subresource.
     pub status_subresource: bool,
-    /// Fields a field selector may use, as `metadata.name`.
+    /// Fields a field selector may use, as `metadata.name`: the name, the namespace, or a field
+    /// the store indexes (see [`Index`]), so every selection runs in the store.
     pub selectable_fields: &'static [&'static str],
+    /// What fills the store's generic index columns for this resource.
+    pub index: Index,
     /// Table columns for `kubectl get`.
     pub columns: &'static [Column],
     /// List/map types and atomic fields, for field management and the OpenAPI schema.
@@ -59,6 +62,88 @@ impl Resource {
     /// Looks a resource up by plural.
     pub fn by_plural(plural: &str) -> Option<&'static Resource> {
         RESOURCES.iter().find(|r| r.plural == plural)
+    }
+}
+
+/// What the store indexes of a resource's objects besides name, namespace, uid, creation time
+/// and labels: its three generic columns, each filled from a field (a dotted path such as
+/// `spec.displayName`) or left empty. The KFP view sorts and filters on them; field selectors on
+/// these paths run on them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Index {
+    /// The title column: a human-readable name.
+    pub title: Option<&'static str>,
+    /// The parent-name column: the name of the object this one belongs to.
+    pub parent_name: Option<&'static str>,
+    /// The parent-uid column: this one's owner reference of the kind, else the label.
+    pub parent_uid: Option<ParentUid>,
+}
+
+/// Where a parent's uid is read from.
+#[derive(Clone, Copy, Debug)]
+pub struct ParentUid {
+    /// The owner reference of this kind names the parent.
+    pub owner_kind: &'static str,
+    /// Without such an owner reference, this label holds the parent's uid.
+    pub label: &'static str,
+}
+
+/// The values of an object's generic index columns ("" when unset).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexValues {
+    /// Title.
+    pub title: String,
+    /// Parent name.
+    pub parent_name: String,
+    /// Parent uid.
+    pub parent_uid: String,
+}
+
+fn string_at(obj: &Value, path: &str) -> String {
+    let mut v = obj;
+    for part in path.split('.') {
+        match v.get(part) {
+            Some(next) => v = next,
+            None => return String::new(),
+        }
+    }
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+impl Index {
+    /// The column values of `obj` (any JSON; a field of the wrong type reads as "").
+    pub fn values(&self, obj: &Value) -> IndexValues {
+        let parent_uid = self.parent_uid.map(|p| {
+            obj.pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .and_then(|refs| {
+                    refs.iter()
+                        .find(|r| r.get("kind").and_then(Value::as_str) == Some(p.owner_kind))
+                })
+                .and_then(|r| r.get("uid"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    obj.pointer("/metadata/labels")
+                        .and_then(|l| l.get(p.label))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+        });
+        IndexValues {
+            title: self.title.map(|p| string_at(obj, p)).unwrap_or_default(),
+            parent_name: self
+                .parent_name
+                .map(|p| string_at(obj, p))
+                .unwrap_or_default(),
+            parent_uid: parent_uid.unwrap_or_default(),
+        }
+    }
+
+    /// Whether a selectable field is one of the indexed paths.
+    pub fn covers(&self, path: &str) -> bool {
+        self.title == Some(path) || self.parent_name == Some(path)
     }
 }
 
@@ -111,6 +196,11 @@ pub static RESOURCES: &[Resource] = &[
         categories: &["kubeflow"],
         status_subresource: false,
         selectable_fields: &["metadata.name", "metadata.namespace"],
+        index: Index {
+            title: Some("spec.displayName"),
+            parent_name: None,
+            parent_uid: None,
+        },
         columns: &[
             NAME_COLUMN,
             DISPLAY_NAME_COLUMN,
@@ -137,6 +227,14 @@ pub static RESOURCES: &[Resource] = &[
         categories: &["kubeflow"],
         status_subresource: true,
         selectable_fields: &["metadata.name", "metadata.namespace", "spec.pipelineName"],
+        index: Index {
+            title: Some("spec.displayName"),
+            parent_name: Some("spec.pipelineName"),
+            parent_uid: Some(ParentUid {
+                owner_kind: "Pipeline",
+                label: LABEL_PIPELINE_ID,
+            }),
+        },
         columns: &[
             NAME_COLUMN,
             Column {
@@ -524,7 +622,46 @@ mod tests {
             for d in r.dependents {
                 assert!(Resource::by_plural(d.resource).is_some());
             }
+            for f in r.selectable_fields {
+                assert!(
+                    matches!(*f, "metadata.name" | "metadata.namespace") || r.index.covers(f),
+                    "{}: selectable field {f} is not indexed, so it could not run in the store",
+                    r.plural
+                );
+            }
         }
+    }
+
+    #[test]
+    fn index_values_come_from_the_owner_reference_then_the_label() {
+        let idx = Resource::by_plural("pipelineversions").unwrap().index;
+        let v = json!({"metadata": {"labels": {LABEL_PIPELINE_ID: "from-label"},
+            "ownerReferences": [{"kind": "Other", "uid": "x"}, {"kind": "Pipeline", "uid": "p-uid"}]},
+            "spec": {"displayName": "D", "pipelineName": "p"}});
+        assert_eq!(
+            idx.values(&v),
+            IndexValues {
+                title: "D".into(),
+                parent_name: "p".into(),
+                parent_uid: "p-uid".into()
+            }
+        );
+        let labelled = json!({"metadata": {"labels": {LABEL_PIPELINE_ID: "from-label"}},
+            "spec": {"displayName": 5}});
+        assert_eq!(
+            idx.values(&labelled),
+            IndexValues {
+                title: "".into(),
+                parent_name: "".into(),
+                parent_uid: "from-label".into()
+            }
+        );
+        let pipelines = Resource::by_plural("pipelines").unwrap().index;
+        assert_eq!(
+            pipelines.values(&v).parent_uid,
+            "",
+            "pipelines have no parent"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Result, Revision, Store};
+use crate::{Maintenance, Result, Revision, Store};
 
 /// How much history to keep.
 #[derive(Clone, Debug)]
@@ -29,10 +29,14 @@ impl Default for CompactionPolicy {
 }
 
 /// The revision to compact to under `policy`, or `None` when nothing may go.
-pub async fn target(store: &dyn Store, policy: &CompactionPolicy) -> Result<Option<Revision>> {
+pub async fn target(
+    store: &dyn Store,
+    history: &dyn Maintenance,
+    policy: &CompactionPolicy,
+) -> Result<Option<Revision>> {
     let current = store.current_revision().await?;
     let by_count = current.0.saturating_sub(policy.keep_revisions);
-    let Some(by_age) = store.revision_older_than(policy.keep_age).await? else {
+    let Some(by_age) = history.revision_older_than(policy.keep_age).await? else {
         return Ok(None);
     };
     let target = by_count.min(by_age.0);
@@ -42,16 +46,21 @@ pub async fn target(store: &dyn Store, policy: &CompactionPolicy) -> Result<Opti
 /// Compacts once under `policy`; returns the new compacted revision when it moved.
 pub async fn compact_once(
     store: &dyn Store,
+    history: &dyn Maintenance,
     policy: &CompactionPolicy,
 ) -> Result<Option<Revision>> {
-    match target(store, policy).await? {
-        Some(rev) => store.compact(rev).await.map(Some),
+    match target(store, history, policy).await? {
+        Some(rev) => history.compact(rev).await.map(Some),
         None => Ok(None),
     }
 }
 
 /// Runs [`compact_once`] every `policy.interval` until the task is dropped or aborted.
-pub fn spawn(store: Arc<dyn Store>, policy: CompactionPolicy) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    store: Arc<dyn Store>,
+    history: Arc<dyn Maintenance>,
+    policy: CompactionPolicy,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         tracing::info!(
             interval_s = policy.interval.as_secs_f64(),
@@ -63,7 +72,7 @@ pub fn spawn(store: Arc<dyn Store>, policy: CompactionPolicy) -> tokio::task::Jo
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match compact_once(store.as_ref(), &policy).await {
+            match compact_once(store.as_ref(), history.as_ref(), &policy).await {
                 Ok(Some(rev)) => tracing::debug!(revision = rev.0, "compacted the change feed"),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::index::Indexed;
 use crate::selector::Field;
 use crate::{Key, Result, Revision, StoreError, WatchRequest, WatchStream};
 
@@ -58,8 +59,8 @@ pub struct State {
     pub object: Bytes,
     /// Its labels.
     pub labels: BTreeMap<String, String>,
-    /// `spec.pipelineName`, for field selectors.
-    pub pipeline_name: String,
+    /// Its generic indexed columns, for field selectors.
+    pub columns: Indexed,
 }
 
 /// One committed change.
@@ -216,7 +217,7 @@ fn state_matches(key: &Key, state: &State, req: &WatchRequest) -> bool {
             Some(match f {
                 Field::Name => key.name.clone(),
                 Field::Namespace => key.namespace.clone(),
-                Field::PipelineName => state.pipeline_name.clone(),
+                Field::Indexed(c) => state.columns.get(c).to_owned(),
             })
         })
 }
@@ -387,7 +388,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            pipeline_name: String::new(),
+            columns: Indexed::default(),
         }
     }
 

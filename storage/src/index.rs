@@ -1,23 +1,81 @@
-//! The columns the SQL backends index, read from an object's JSON: uid, labels, creation time,
-//! display name, pipeline name and pipeline uid (a version's parent). One function, so every
-//! backend and the change feed agree.
+//! What the backends index about an object, so lists, field selectors and sorted queries run on
+//! columns instead of parsing every object: the generic metadata every Kubernetes object has (uid,
+//! creation time, labels) and three generic [`IndexColumn`]s whose meaning each resource defines
+//! through an [`Indexer`] the server registers when it opens the store. This crate knows no
+//! resource's field names: which JSON field fills a column is the caller's business (the server
+//! reads it from its resource table).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-/// Indexed fields of one object.
+/// A generic indexed text column. Each resource decides what, if anything, fills it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IndexColumn {
+    /// A human-readable title, for sorting and substring filters.
+    Title,
+    /// The name of the object this one belongs to.
+    ParentName,
+    /// The uid of the object this one belongs to.
+    ParentUid,
+}
+
+impl IndexColumn {
+    /// Every column, in schema order.
+    pub const ALL: [IndexColumn; 3] = [
+        IndexColumn::Title,
+        IndexColumn::ParentName,
+        IndexColumn::ParentUid,
+    ];
+}
+
+/// The values of the generic columns of one object ("" when the resource leaves one unset).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Indexed {
+    /// [`IndexColumn::Title`].
+    pub title: String,
+    /// [`IndexColumn::ParentName`].
+    pub parent_name: String,
+    /// [`IndexColumn::ParentUid`].
+    pub parent_uid: String,
+}
+
+impl Indexed {
+    /// The value of one column.
+    pub fn get(&self, column: IndexColumn) -> &str {
+        match column {
+            IndexColumn::Title => &self.title,
+            IndexColumn::ParentName => &self.parent_name,
+            IndexColumn::ParentUid => &self.parent_uid,
+        }
+    }
+}
+
+/// Fills the generic columns of an object of a resource. Called on every write and on every
+/// change read back from the feed, so it must be cheap and must not fail: a missing field is "".
+pub trait Indexer: Send + Sync + 'static {
+    /// The generic column values of `object`, an object of `resource` (plural).
+    fn index(&self, resource: &str, object: &Value) -> Indexed;
+}
+
+/// Indexes nothing but the generic metadata.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoIndex;
+
+impl Indexer for NoIndex {
+    fn index(&self, _resource: &str, _object: &Value) -> Indexed {
+        Indexed::default()
+    }
+}
+
+/// Indexed fields of one object: generic metadata plus the resource's columns.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct IndexFields {
     pub uid: String,
     pub labels: BTreeMap<String, String>,
     /// Unix seconds of `metadata.creationTimestamp` (0 when absent).
     pub created_at: i64,
-    pub display_name: String,
-    /// `spec.pipelineName` (versions); empty for pipelines.
-    pub pipeline_name: String,
-    /// The parent Pipeline's uid: the owner reference of kind Pipeline, else the label.
-    pub pipeline_uid: String,
+    pub columns: Indexed,
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -26,30 +84,36 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_default()
 }
 
-pub(crate) fn index_fields(obj: &Value) -> IndexFields {
+pub(crate) fn index_fields(indexer: &dyn Indexer, resource: &str, obj: &Value) -> IndexFields {
     let created_at = obj
         .pointer("/metadata/creationTimestamp")
         .and_then(Value::as_str)
         .and_then(parse_rfc3339_seconds)
         .unwrap_or(0);
-    let pipeline_uid = obj
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .and_then(|refs| {
-            refs.iter()
-                .find(|r| r.get("kind").and_then(Value::as_str) == Some("Pipeline"))
-        })
-        .and_then(|r| r.get("uid"))
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| str_at(obj, "/metadata/labels/pipelines.kubeflow.org~1pipeline-id"));
     IndexFields {
         uid: str_at(obj, "/metadata/uid").to_owned(),
-        labels: crate::labels_of(obj),
+        labels: labels_of(obj),
         created_at,
-        display_name: str_at(obj, "/spec/displayName").to_owned(),
-        pipeline_name: str_at(obj, "/spec/pipelineName").to_owned(),
-        pipeline_uid: pipeline_uid.to_owned(),
+        columns: indexer.index(resource, obj),
     }
+}
+
+/// The uid of an object's JSON.
+pub(crate) fn uid_of(obj: &Value) -> String {
+    str_at(obj, "/metadata/uid").to_owned()
+}
+
+/// Labels of an object's JSON (`metadata.labels`), for filtering.
+pub(crate) fn labels_of(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(|l| l.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Sets `metadata.resourceVersion`.
@@ -113,24 +177,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    struct ByResource;
+    impl Indexer for ByResource {
+        fn index(&self, resource: &str, object: &Value) -> Indexed {
+            Indexed {
+                title: str_at(object, "/spec/title").to_owned(),
+                parent_name: resource.to_owned(),
+                parent_uid: String::new(),
+            }
+        }
+    }
+
     #[test]
-    fn reads_index_fields() {
+    fn reads_generic_metadata_and_the_resources_columns() {
         let v = json!({"metadata": {"uid": "u", "creationTimestamp": "2025-01-02T03:04:05Z",
-            "labels": {"a": "b", "pipelines.kubeflow.org/pipeline-id": "from-label"},
-            "ownerReferences": [{"kind": "Pipeline", "uid": "p-uid"}]},
-            "spec": {"displayName": "D", "pipelineName": "p"}});
-        let f = index_fields(&v);
+            "labels": {"a": "b", "n": 5}}, "spec": {"title": "T"}});
+        let f = index_fields(&ByResource, "things", &v);
         assert_eq!(f.created_at, 1_735_787_045);
-        assert_eq!(f.pipeline_uid, "p-uid");
-        assert_eq!(
-            (
-                f.uid.as_str(),
-                f.display_name.as_str(),
-                f.pipeline_name.as_str()
-            ),
-            ("u", "D", "p")
-        );
+        assert_eq!(f.uid, "u");
+        assert_eq!(f.labels.len(), 1, "non-string label values are not indexed");
         assert_eq!(f.labels["a"], "b");
+        assert_eq!(f.columns.get(IndexColumn::Title), "T");
+        assert_eq!(f.columns.get(IndexColumn::ParentName), "things");
+        assert_eq!(
+            index_fields(&NoIndex, "things", &v).columns,
+            Indexed::default()
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `kfp-storage`: one [`Store`] trait for every resource kind, and its SQL backend.
 //!
 //! # Layout
-//! - this file: the trait and the types it speaks ([`Key`], [`Revision`], [`Object`],
-//!   [`ListRequest`], [`WatchRequest`], [`StoreError`]).
+//! - this file: the traits ([`Store`]; [`Maintenance`] for backends that keep their own history)
+//!   and the types they speak ([`Key`], [`Revision`], [`Object`], [`ListRequest`],
+//!   [`WatchRequest`], [`StoreError`]), and [`open`], the one registry of backends by URL scheme.
+//! - [`index`]: the generic index columns and the [`Indexer`] that fills them per resource.
 //! - [`selector`]: label and field selectors (parsed once, used by SQL and by watch filtering).
 //! - [`query`]: sorted, filtered, keyset-paged queries for the KFP REST view.
 //! - [`token`]: continue tokens (`{"v","rv","start"}`, base64url, as kube-apiserver's).
@@ -11,26 +13,31 @@
 //! - [`compactor`]: periodic compaction past a horizon of revisions and age.
 //! - [`sql`]: the sqlx backend (SQLite embedded, PostgreSQL, MySQL/MariaDB) with one global,
 //!   strictly increasing revision allocated inside the writing transaction.
+//! - `testing` (feature `testing`): the store conformance suite as one function over any
+//!   backend, so every backend runs the same cases.
 //!
 //! The store keeps objects as JSON bytes with `metadata.resourceVersion` already set, so reads
 //! hand stored bytes to the HTTP layer without re-encoding. It knows nothing about HTTP and
 //! validates nothing but preconditions: rules live in `kfp-apiservice`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 pub mod compactor;
 pub mod feed;
-mod index;
+pub mod index;
 pub mod query;
 pub mod selector;
 pub mod sql;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod token;
 
 pub use feed::{Event, EventKind, WatchItem};
+pub use index::{IndexColumn, Indexed, Indexer, NoIndex};
 pub use selector::{Field, FieldSelector, LabelSelector};
 pub use sql::{SqlStore, StoreConfig};
 
@@ -244,31 +251,89 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Object>;
     /// Deletes an object; returns its last state with the deletion's revision.
     async fn delete(&self, key: &Key, preconditions: &Preconditions) -> Result<Object>;
-    /// Deletes every object a list request selects (at the current state); returns them.
-    async fn delete_collection(&self, req: &ListRequest) -> Result<Vec<Object>>;
     /// Watches changes after `req.from`.
     async fn watch(&self, req: &WatchRequest) -> Result<WatchStream>;
     /// The newest committed revision.
     async fn current_revision(&self) -> Result<Revision>;
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+    /// Stops background work and closes connections; afterwards calls answer Unavailable.
+    async fn close(&self);
+}
+
+/// History upkeep of a backend that keeps its own change feed (SQL). A backend whose history
+/// belongs to someone else (the host cluster's etcd) has none.
+#[async_trait::async_trait]
+pub trait Maintenance: Send + Sync + 'static {
     /// The newest revision written before `age` ago (for age-based compaction); `None` when
     /// nothing is that old.
     async fn revision_older_than(&self, age: std::time::Duration) -> Result<Option<Revision>>;
     /// Drops change-feed history up to and including `revision`; older revisions then answer
     /// Gone. Returns the new compacted revision.
     async fn compact(&self, revision: Revision) -> Result<Revision>;
-    /// Whether the database answers (for `/readyz`).
-    async fn ping(&self) -> Result<()>;
 }
 
-/// Labels of an object's JSON (`metadata.labels`), for filtering.
-pub fn labels_of(object: &serde_json::Value) -> BTreeMap<String, String> {
-    object
-        .pointer("/metadata/labels")
-        .and_then(|l| l.as_object())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                .collect()
+/// An opened backend: the store, and its maintenance when it has one.
+#[derive(Clone)]
+pub struct Backend {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Compaction and history, for backends that keep their own.
+    pub maintenance: Option<Arc<dyn Maintenance>>,
+}
+
+/// The kinds of backend [`open`] can open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// [`SqlStore`].
+    Sql,
+}
+
+/// The URL schemes [`open`] knows: scheme, backend, what the URL looks like.
+pub const SCHEMES: &[(&str, BackendKind, &str)] = &[
+    ("sqlite", BackendKind::Sql, "sqlite://PATH (embedded)"),
+    ("postgres", BackendKind::Sql, "postgres://USER:PASS@HOST/DB"),
+    (
+        "postgresql",
+        BackendKind::Sql,
+        "postgresql://USER:PASS@HOST/DB",
+    ),
+    (
+        "mysql",
+        BackendKind::Sql,
+        "mysql://USER:PASS@HOST/DB (MySQL or MariaDB)",
+    ),
+    ("mariadb", BackendKind::Sql, "mariadb://USER:PASS@HOST/DB"),
+];
+
+/// The backend a store URL names, by its scheme.
+pub fn backend_kind(url: &str) -> Result<BackendKind> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    SCHEMES
+        .iter()
+        .find(|(s, _, _)| *s == scheme)
+        .map(|(_, k, _)| *k)
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "unsupported store URL {url:?}: use one of {}",
+                SCHEMES
+                    .iter()
+                    .map(|(_, _, example)| *example)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
         })
-        .unwrap_or_default()
+}
+
+/// Opens the backend `config.url` names: the one registry of backends.
+pub async fn open(config: sql::StoreConfig) -> Result<Backend> {
+    match backend_kind(&config.url)? {
+        BackendKind::Sql => {
+            let s = Arc::new(SqlStore::open(config).await?);
+            Ok(Backend {
+                store: s.clone(),
+                maintenance: Some(s),
+            })
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! KFP's wire formats.
 
 use crate::Object;
+use crate::index::IndexColumn;
 
 /// An indexed column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,12 +18,10 @@ pub enum Column {
     Name,
     /// `metadata.namespace`.
     Namespace,
-    /// `spec.displayName` (empty when unset).
-    DisplayName,
     /// `metadata.creationTimestamp`, Unix seconds.
     CreatedAt,
-    /// A version's parent Pipeline uid.
-    PipelineUid,
+    /// A generic indexed column ("" when the resource leaves it unset).
+    Indexed(IndexColumn),
 }
 
 impl Column {
@@ -31,9 +30,8 @@ impl Column {
             Column::Uid => "o.uid",
             Column::Name => "o.name",
             Column::Namespace => "o.namespace",
-            Column::DisplayName => "o.display_name",
             Column::CreatedAt => "o.created_at",
-            Column::PipelineUid => "o.pipeline_uid",
+            Column::Indexed(c) => crate::sql::column_sql(c),
         }
     }
 

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::index::IndexColumn;
+
 /// One label requirement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requirement {
@@ -25,26 +27,16 @@ pub enum Requirement {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelSelector(pub Vec<Requirement>);
 
-/// The fields a field selector may name.
+/// What a field selector term compares: the object's name, its namespace, or one of the generic
+/// indexed columns (which selector name maps to which column is the caller's table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
     /// `metadata.name`.
     Name,
     /// `metadata.namespace`.
     Namespace,
-    /// `spec.pipelineName` (PipelineVersions).
-    PipelineName,
-}
-
-impl Field {
-    /// The field's selector name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Field::Name => "metadata.name",
-            Field::Namespace => "metadata.namespace",
-            Field::PipelineName => "spec.pipelineName",
-        }
-    }
+    /// A generic indexed column.
+    Indexed(IndexColumn),
 }
 
 /// A parsed field selector: `field=value` and `field!=value` terms, all of which must hold.
@@ -169,9 +161,9 @@ fn parse_set(s: String) -> Option<Vec<String>> {
 }
 
 impl FieldSelector {
-    /// Parses `metadata.name=x,spec.pipelineName!=y`. Unknown fields are errors, as in
-    /// kube-apiserver ("field label not supported").
-    pub fn parse(s: &str, allowed: &[Field]) -> Result<Self, SelectorError> {
+    /// Parses `metadata.name=x,spec.parent!=y`; `allowed` maps each selectable field name to what
+    /// it compares. Unknown fields are errors, as in kube-apiserver ("field label not supported").
+    pub fn parse(s: &str, allowed: &[(&str, Field)]) -> Result<Self, SelectorError> {
         let mut terms = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector(terms));
@@ -191,8 +183,8 @@ impl FieldSelector {
             };
             let field = allowed
                 .iter()
-                .copied()
-                .find(|f| f.as_str() == name.trim())
+                .find(|(n, _)| *n == name.trim())
+                .map(|(_, f)| *f)
                 .ok_or_else(|| {
                     SelectorError(format!("field label not supported: {}", name.trim()))
                 })?;
@@ -271,8 +263,11 @@ mod tests {
         assert!(LabelSelector::parse("a in b").is_err());
         assert!(LabelSelector::parse("a=b c").is_err());
         assert!(LabelSelector::parse("=b").is_err());
-        let allowed = [Field::Name, Field::Namespace];
-        assert!(FieldSelector::parse("spec.pipelineName=x", &allowed).is_err());
+        let allowed = [
+            ("metadata.name", Field::Name),
+            ("metadata.namespace", Field::Namespace),
+        ];
+        assert!(FieldSelector::parse("spec.parent=x", &allowed).is_err());
         assert!(FieldSelector::parse("metadata.name", &allowed).is_err());
         let f = FieldSelector::parse("metadata.name=a,metadata.namespace!=b", &allowed).unwrap();
         assert!(f.matches(|f| Some(if f == Field::Name { "a" } else { "c" }.to_owned())));

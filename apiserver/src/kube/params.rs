@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kfp_apiservice::decode::FieldValidation;
 use kfp_apiservice::resource::Resource;
-use kfp_storage::{FieldSelector, LabelSelector, ReadAt, Revision, selector::Field};
+use kfp_storage::{FieldSelector, LabelSelector, ReadAt, Revision};
 
 use crate::error::ApiError;
 
@@ -53,19 +53,6 @@ impl Query {
             ))),
         }
     }
-}
-
-/// The store fields a field selector may use for a resource (its table's selectable fields).
-pub fn selectable_fields(res: &Resource) -> Vec<Field> {
-    res.selectable_fields
-        .iter()
-        .filter_map(|f| match *f {
-            "metadata.name" => Some(Field::Name),
-            "metadata.namespace" => Some(Field::Namespace),
-            "spec.pipelineName" => Some(Field::PipelineName),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The default field manager: the User-Agent up to its first `/`, as kube-apiserver does.
@@ -117,7 +104,7 @@ impl ListOptions {
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
         let fields = FieldSelector::parse(
             q.get("fieldSelector").unwrap_or_default(),
-            &selectable_fields(res),
+            &crate::store::selectable_fields(res),
         )
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let limit = match q.get("limit") {

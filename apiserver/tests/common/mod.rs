@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kfp_apiserver::app::{App, Limits};
 use kfp_apiserver::auth::TokenAuthenticator;
-use kfp_storage::{SqlStore, Store, StoreConfig};
+use kfp_storage::{SqlStore, Store};
 
 /// The app (accepting `token` for an admin in `groups`), its store, and the shutdown sender
 /// (kept alive by the caller).
@@ -16,7 +16,7 @@ pub async fn sqlite_app(
 ) -> (Arc<App>, SqlStore, tokio::sync::watch::Sender<bool>) {
     let dir = std::env::temp_dir().join(format!("kfp-in-process-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = SqlStore::open(StoreConfig::new(format!(
+    let store = SqlStore::open(kfp_apiserver::store::config(&format!(
         "sqlite://{}/store.db",
         dir.display()
     )))

@@ -1,88 +1,123 @@
-//! The schema, one readable constant per dialect, applied at start with `IF NOT EXISTS`
-//! statements (idempotent, so several processes may start at once).
+//! The schema as versioned migrations, one directory per dialect under `storage/migrations/`,
+//! compiled into the binary and applied at start by sqlx's migrator (its table:
+//! `kfp_schema_migrations`). Migration 1 is idempotent, so a database made before migrations
+//! existed is adopted unchanged. PostgreSQL and MySQL serialize concurrent starts with the
+//! migrator's advisory lock; SQLite is embedded in one process.
 //!
-//! - `kfp_meta`: named counters: `revision` (the global revision, incremented inside every write
-//!   transaction — the row lock orders commits), `compacted` (oldest revision still replayable),
-//!   `schema` (this layout's version).
-//! - `kfp_objects`: current state, one row per object, with indexed columns for list, filter,
-//!   sort and page in SQL. `name`/`namespace` sort bytewise (`COLLATE "C"`, `utf8mb4_bin`) so
-//!   pages follow the same order as continue tokens.
-//! - `kfp_labels`: one row per label, for label selectors in SQL.
-//! - `kfp_changes`: the change feed: one row per write with the object after and before.
+//! Adding a migration: a new `NNNN_name.sql` in each of the three directories, the same version
+//! number in all three, an entry in [`MIGRATIONS`], and `SCHEMA_VERSION` raised; the last
+//! statement sets `kfp_meta.schema`, which an older server checks and refuses to run on.
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+use std::borrow::Cow;
 
-pub(crate) const SQLITE: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS kfp_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO kfp_meta (name, value) VALUES ('revision', 0), ('compacted', 0), ('schema', 1)",
-    "CREATE TABLE IF NOT EXISTS kfp_objects (
-        resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-        uid TEXT NOT NULL, revision INTEGER NOT NULL, created_at INTEGER NOT NULL,
-        display_name TEXT NOT NULL, pipeline_name TEXT NOT NULL, pipeline_uid TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (resource, namespace, name))",
-    "CREATE UNIQUE INDEX IF NOT EXISTS kfp_objects_uid ON kfp_objects (resource, uid)",
-    "CREATE INDEX IF NOT EXISTS kfp_objects_created ON kfp_objects (resource, namespace, created_at, uid)",
-    "CREATE INDEX IF NOT EXISTS kfp_objects_pipeline ON kfp_objects (resource, pipeline_uid)",
-    "CREATE TABLE IF NOT EXISTS kfp_labels (
-        resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
-        label_key TEXT NOT NULL, label_value TEXT NOT NULL,
-        PRIMARY KEY (resource, namespace, name, label_key))",
-    "CREATE INDEX IF NOT EXISTS kfp_labels_kv ON kfp_labels (resource, label_key, label_value)",
-    "CREATE TABLE IF NOT EXISTS kfp_changes (
-        revision INTEGER PRIMARY KEY, resource TEXT NOT NULL, namespace TEXT NOT NULL,
-        name TEXT NOT NULL, event TEXT NOT NULL, value TEXT NOT NULL, prev_value TEXT,
-        created_ms INTEGER NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS kfp_changes_key ON kfp_changes (resource, namespace, name, revision)",
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row, SqlSafeStr};
+
+use super::dialect::{Dialect, db_err};
+use crate::{Result, StoreError};
+
+/// The layout this server reads and writes (= the last migration's version).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// Version, description and the SQL of each dialect (SQLite, PostgreSQL, MySQL).
+const MIGRATIONS: &[(i64, &str, [&str; 3])] = &[
+    (
+        1,
+        "initial",
+        [
+            include_str!("../../migrations/sqlite/0001_initial.sql"),
+            include_str!("../../migrations/postgres/0001_initial.sql"),
+            include_str!("../../migrations/mysql/0001_initial.sql"),
+        ],
+    ),
+    (
+        2,
+        "generic index",
+        [
+            include_str!("../../migrations/sqlite/0002_generic_index.sql"),
+            include_str!("../../migrations/postgres/0002_generic_index.sql"),
+            include_str!("../../migrations/mysql/0002_generic_index.sql"),
+        ],
+    ),
 ];
 
-pub(crate) const POSTGRES: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS kfp_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-    "INSERT INTO kfp_meta (name, value) VALUES ('revision', 0), ('compacted', 0), ('schema', 1) ON CONFLICT DO NOTHING",
-    r#"CREATE TABLE IF NOT EXISTS kfp_objects (
-        resource TEXT COLLATE "C" NOT NULL, namespace TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL,
-        uid TEXT NOT NULL, revision BIGINT NOT NULL, created_at BIGINT NOT NULL,
-        display_name TEXT NOT NULL, pipeline_name TEXT NOT NULL, pipeline_uid TEXT NOT NULL,
-        value TEXT NOT NULL,
-        PRIMARY KEY (resource, namespace, name))"#,
-    "CREATE UNIQUE INDEX IF NOT EXISTS kfp_objects_uid ON kfp_objects (resource, uid)",
-    "CREATE INDEX IF NOT EXISTS kfp_objects_created ON kfp_objects (resource, namespace, created_at, uid)",
-    "CREATE INDEX IF NOT EXISTS kfp_objects_pipeline ON kfp_objects (resource, pipeline_uid)",
-    r#"CREATE TABLE IF NOT EXISTS kfp_labels (
-        resource TEXT COLLATE "C" NOT NULL, namespace TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL,
-        label_key TEXT NOT NULL, label_value TEXT NOT NULL,
-        PRIMARY KEY (resource, namespace, name, label_key))"#,
-    "CREATE INDEX IF NOT EXISTS kfp_labels_kv ON kfp_labels (resource, label_key, label_value)",
-    r#"CREATE TABLE IF NOT EXISTS kfp_changes (
-        revision BIGINT PRIMARY KEY, resource TEXT COLLATE "C" NOT NULL, namespace TEXT COLLATE "C" NOT NULL,
-        name TEXT COLLATE "C" NOT NULL, event TEXT NOT NULL, value TEXT NOT NULL, prev_value TEXT,
-        created_ms BIGINT NOT NULL)"#,
-    "CREATE INDEX IF NOT EXISTS kfp_changes_key ON kfp_changes (resource, namespace, name, revision)",
-];
+fn migrator(dialect: Dialect) -> Migrator {
+    let column = match dialect {
+        Dialect::Sqlite => 0,
+        Dialect::Postgres => 1,
+        Dialect::MySql => 2,
+    };
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                sql[column].into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    let mut m = Migrator::with_migrations(migrations);
+    m.dangerous_set_table_name("kfp_schema_migrations");
+    m
+}
 
-pub(crate) const MYSQL: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS kfp_meta (name VARCHAR(64) NOT NULL PRIMARY KEY, value BIGINT NOT NULL) ENGINE=InnoDB",
-    "INSERT IGNORE INTO kfp_meta (name, value) VALUES ('revision', 0), ('compacted', 0), ('schema', 1)",
-    "CREATE TABLE IF NOT EXISTS kfp_objects (
-        resource VARCHAR(64) NOT NULL, namespace VARCHAR(63) NOT NULL, name VARCHAR(253) NOT NULL,
-        uid VARCHAR(64) NOT NULL, revision BIGINT NOT NULL, created_at BIGINT NOT NULL,
-        display_name TEXT NOT NULL, pipeline_name VARCHAR(253) NOT NULL, pipeline_uid VARCHAR(64) NOT NULL,
-        value LONGTEXT NOT NULL,
-        PRIMARY KEY (resource, namespace, name),
-        UNIQUE KEY kfp_objects_uid (resource, uid),
-        KEY kfp_objects_created (resource, namespace, created_at, uid),
-        KEY kfp_objects_pipeline (resource, pipeline_uid)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-    "CREATE TABLE IF NOT EXISTS kfp_labels (
-        resource VARCHAR(64) NOT NULL, namespace VARCHAR(63) NOT NULL, name VARCHAR(253) NOT NULL,
-        label_key VARCHAR(317) NOT NULL, label_value VARCHAR(63) NOT NULL,
-        PRIMARY KEY (resource, namespace, name, label_key),
-        KEY kfp_labels_kv (resource, label_key, label_value)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-    "CREATE TABLE IF NOT EXISTS kfp_changes (
-        revision BIGINT NOT NULL PRIMARY KEY, resource VARCHAR(64) NOT NULL, namespace VARCHAR(63) NOT NULL,
-        name VARCHAR(253) NOT NULL, event VARCHAR(16) NOT NULL, value LONGTEXT NOT NULL, prev_value LONGTEXT,
-        created_ms BIGINT NOT NULL,
-        KEY kfp_changes_key (resource, namespace, name, revision)
-    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-];
+/// Brings the database to [`SCHEMA_VERSION`], then checks that it is exactly that version.
+pub(crate) async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<()> {
+    migrator(dialect).run(pool).await.map_err(|e| match e {
+        sqlx::migrate::MigrateError::Execute(e) => match db_err(e) {
+            StoreError::Internal(m) => {
+                StoreError::Internal(format!("applying the schema migrations failed: {m}"))
+            }
+            other => other,
+        },
+        sqlx::migrate::MigrateError::VersionMissing(v) => StoreError::Internal(format!(
+            "the database has schema migration {v}, which this server does not know: it was \
+             written by a newer server (this one understands up to {SCHEMA_VERSION})"
+        )),
+        other => StoreError::Internal(format!("schema migration: {other}")),
+    })?;
+    let version: i64 = sqlx::query(dialect.sql("SELECT value FROM kfp_meta WHERE name = ?"))
+        .bind("schema")
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)?
+        .try_get(0)
+        .map_err(db_err)?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::Internal(format!(
+            "the database has schema version {version}; this server understands {SCHEMA_VERSION}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dialect_has_every_migration_and_the_last_sets_the_version() {
+        for (i, (version, _, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                *version,
+                i as i64 + 1,
+                "versions are 1, 2, ... without gaps"
+            );
+            for text in sql {
+                assert!(!text.trim().is_empty());
+                if *version > 1 {
+                    assert!(
+                        text.contains(&format!(
+                            "UPDATE kfp_meta SET value = {version} WHERE name = 'schema'"
+                        )),
+                        "migration {version} must set kfp_meta.schema"
+                    );
+                }
+            }
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(SCHEMA_VERSION));
+    }
+}

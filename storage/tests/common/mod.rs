@@ -55,15 +55,19 @@ async fn fresh_server_db(base: &str, scheme: &str) -> String {
     format!("{prefix}/{db}{query}")
 }
 
-/// Every backend available (all three under scripts/test).
-pub async fn backends() -> Vec<Backend> {
+/// A database server under test (SQLite needs none).
+pub struct Server {
+    pub name: &'static str,
+    /// `KFP_TEST_*_URL` of the server; `None` for SQLite.
+    base: Option<(String, &'static str)>,
+}
+
+/// Every server available (all three under scripts/test).
+pub fn servers() -> Vec<Server> {
     sqlx::any::install_default_drivers();
-    let dir = std::env::temp_dir().join(unique("kfp-storage-test"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut out = vec![Backend {
+    let mut out = vec![Server {
         name: "sqlite",
-        url: format!("sqlite://{}/store.db", dir.display()),
-        _dir: Some(tempdir::TempDir(dir)),
+        base: None,
     }];
     let require = std::env::var("KFP_TEST_REQUIRE_ALL_BACKENDS").as_deref() == Ok("1");
     for (name, var, scheme) in [
@@ -71,16 +75,46 @@ pub async fn backends() -> Vec<Backend> {
         ("mariadb", "KFP_TEST_MYSQL_URL", "mysql"),
     ] {
         match std::env::var(var) {
-            Ok(base) if !base.is_empty() => out.push(Backend {
+            Ok(base) if !base.is_empty() => out.push(Server {
                 name,
-                url: fresh_server_db(&base, scheme).await,
-                _dir: None,
+                base: Some((base, scheme)),
             }),
             _ if require => panic!("{var} is not set but KFP_TEST_REQUIRE_ALL_BACKENDS=1"),
             _ => eprintln!(
                 "note: {var} not set; {name} not tested (run ./scripts/test for all backends)"
             ),
         }
+    }
+    out
+}
+
+impl Server {
+    /// A fresh, empty database on this server.
+    pub async fn fresh(&self) -> Backend {
+        match &self.base {
+            None => {
+                let dir = std::env::temp_dir().join(unique("kfp-storage-test"));
+                std::fs::create_dir_all(&dir).unwrap();
+                Backend {
+                    name: self.name,
+                    url: format!("sqlite://{}/store.db", dir.display()),
+                    _dir: Some(tempdir::TempDir(dir)),
+                }
+            }
+            Some((base, scheme)) => Backend {
+                name: self.name,
+                url: fresh_server_db(base, scheme).await,
+                _dir: None,
+            },
+        }
+    }
+}
+
+/// A fresh database on every server available.
+pub async fn backends() -> Vec<Backend> {
+    let mut out = Vec::new();
+    for s in servers() {
+        out.push(s.fresh().await);
     }
     out
 }

@@ -1,0 +1,323 @@
+//! Reads: one object by key or uid, and pages of a list at the current state or at a past
+//! revision (a pinned continue token or `resourceVersionMatch=Exact`), reconstructed from the
+//! current rows unchanged since then plus the `prev_value` of the first change after it. Label
+//! and field selectors run in SQL; pages follow (namespace, name) bytewise.
+
+use bytes::Bytes;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::dialect::{Dialect, db_err};
+use super::{Db, column_sql, meta};
+use crate::index::{index_fields, uid_of};
+use crate::selector::{Field, Requirement};
+use crate::token::ContinueToken;
+use crate::{Key, ListPage, ListRequest, Object, ReadAt, Result, Revision, StoreError};
+
+impl Db {
+    pub(super) async fn get(&self, key: &Key) -> Result<Object> {
+        let d = self.dialect;
+        let sql = d.sql(&format!(
+            "SELECT {} FROM kfp_objects o WHERE o.resource = ? AND o.namespace = ? AND o.name = ?",
+            select_columns()
+        ));
+        let row = sqlx::query(sql)
+            .bind(&key.resource)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+        row_to_object(&key.resource, &row)
+    }
+
+    pub(super) async fn get_by_uid(&self, resource: &str, uid: &str) -> Result<Object> {
+        let d = self.dialect;
+        let sql = d.sql(&format!(
+            "SELECT {} FROM kfp_objects o WHERE o.resource = ? AND o.uid = ?",
+            select_columns()
+        ));
+        let row = sqlx::query(sql)
+            .bind(resource)
+            .bind(uid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::NotFound(Key::new(resource, "", uid)))?;
+        row_to_object(resource, &row)
+    }
+
+    pub(super) async fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        let d = self.dialect;
+        let token = req
+            .continue_token
+            .as_deref()
+            .map(ContinueToken::decode)
+            .transpose()?;
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        match d {
+            Dialect::Postgres => {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            Dialect::MySql | Dialect::Sqlite => {}
+        }
+        let current = meta(&mut *tx, d, "revision").await?;
+        let current = Revision(current as u64);
+        let (revision, pinned, after) = match (&token, req.at) {
+            (Some(t), _) => (t.revision, true, Some(t.after.clone())),
+            (None, ReadAt::Exact(r)) => (r, true, None),
+            (None, ReadAt::NotOlderThan(r)) if r > current => {
+                return Err(StoreError::TooLarge {
+                    requested: r,
+                    current,
+                });
+            }
+            (None, _) => (current, false, None),
+        };
+        if pinned {
+            if revision > current {
+                return Err(StoreError::TooLarge {
+                    requested: revision,
+                    current,
+                });
+            }
+            let compacted = meta(&mut *tx, d, "compacted").await?;
+            if (revision.0 as i64) < compacted {
+                return Err(StoreError::Gone {
+                    requested: revision,
+                    compacted: Revision(compacted as u64),
+                });
+            }
+        }
+        let historical = pinned && revision < current;
+        // Objects unchanged since `revision` (all of them, for a current read).
+        let (mut clause, binds) = where_clause(req, after.as_ref());
+        if historical {
+            clause.push_str(&format!(" AND o.revision <= {}", revision.0));
+        }
+        let limit_sql = req
+            .limit
+            .map(|l| format!(" LIMIT {}", l + 1))
+            .unwrap_or_default();
+        let sql = d.sql(&format!(
+            "SELECT {} FROM kfp_objects o WHERE {clause} ORDER BY o.namespace, o.name{limit_sql}",
+            select_columns()
+        ));
+        let mut q = sqlx::query(sql);
+        for b in &binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&mut *tx).await.map_err(db_err)?;
+        let mut items: Vec<Object> = rows
+            .iter()
+            .map(|r| row_to_object(&req.resource, r))
+            .collect::<Result<_>>()?;
+        // Objects changed (or deleted) since `revision`: their state then is the `prev_value` of
+        // their first change after it.
+        let mut older: Vec<Object> = Vec::new();
+        if historical {
+            let mut sql = String::from(
+                "SELECT c.namespace, c.name, c.prev_value FROM kfp_changes c WHERE c.resource = ? AND c.revision > ? \
+                 AND c.prev_value IS NOT NULL AND c.revision = (SELECT MIN(c2.revision) FROM kfp_changes c2 \
+                 WHERE c2.resource = c.resource AND c2.namespace = c.namespace AND c2.name = c.name AND c2.revision > ?)",
+            );
+            let mut binds = vec![req.resource.clone()];
+            if let Some(ns) = &req.namespace {
+                sql.push_str(" AND c.namespace = ?");
+                binds.push(ns.clone());
+            }
+            let sql = d.sql(&sql);
+            let mut q = sqlx::query(sql)
+                .bind(&binds[0])
+                .bind(revision.0 as i64)
+                .bind(revision.0 as i64);
+            for b in &binds[1..] {
+                q = q.bind(b);
+            }
+            for r in q.fetch_all(&mut *tx).await.map_err(db_err)? {
+                let key = Key {
+                    resource: req.resource.clone(),
+                    namespace: r.try_get(0).map_err(db_err)?,
+                    name: r.try_get(1).map_err(db_err)?,
+                };
+                if let Some((ns, name)) = &after
+                    && (&key.namespace, &key.name) <= (ns, name)
+                {
+                    continue;
+                }
+                let text: String = r.try_get(2).map_err(db_err)?;
+                let value: Value = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Internal(format!("stored {key} is not JSON: {e}")))?;
+                if !self.matches_request(req, &key, &value) {
+                    continue;
+                }
+                let rev = value
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(Revision::parse)
+                    .unwrap_or_default();
+                older.push(Object {
+                    uid: uid_of(&value),
+                    key,
+                    revision: rev,
+                    data: Bytes::from(text),
+                });
+            }
+        }
+        let remaining_without_page =
+            if req.labels.is_empty() && req.fields.is_empty() && req.limit.is_some() {
+                // Count what follows `after` (page items included; the page is subtracted below).
+                let (mut clause, binds) = where_clause(req, after.as_ref());
+                if historical {
+                    clause.push_str(&format!(" AND o.revision <= {}", revision.0));
+                }
+                let sql = d.sql(&format!(
+                    "SELECT COUNT(*) FROM kfp_objects o WHERE {clause}"
+                ));
+                let mut q = sqlx::query(sql);
+                for b in &binds {
+                    q = q.bind(b);
+                }
+                let n: i64 = q
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .try_get(0)
+                    .map_err(db_err)?;
+                Some(n as u64 + older.len() as u64)
+            } else {
+                None
+            };
+        tx.commit().await.map_err(db_err)?;
+        if !older.is_empty() {
+            items.extend(older);
+            items.sort_by(|a, b| {
+                (&a.key.namespace, &a.key.name).cmp(&(&b.key.namespace, &b.key.name))
+            });
+        }
+        let mut continue_token = None;
+        let mut remaining = None;
+        if let Some(limit) = req.limit
+            && items.len() > limit
+        {
+            items.truncate(limit);
+            let last = items
+                .last()
+                .map(|o| (o.key.namespace.clone(), o.key.name.clone()));
+            continue_token = last.map(|after| ContinueToken { revision, after }.encode());
+            remaining = remaining_without_page.map(|n| n.saturating_sub(limit as u64));
+        }
+        Ok(ListPage {
+            revision,
+            items,
+            continue_token,
+            remaining,
+        })
+    }
+
+    fn matches_request(&self, req: &ListRequest, key: &Key, object: &Value) -> bool {
+        if key.resource != req.resource {
+            return false;
+        }
+        if let Some(ns) = &req.namespace
+            && &key.namespace != ns
+        {
+            return false;
+        }
+        let idx = index_fields(self.indexer.as_ref(), &req.resource, object);
+        req.labels.matches(&idx.labels)
+            && req.fields.matches(|f| {
+                Some(match f {
+                    Field::Name => key.name.clone(),
+                    Field::Namespace => key.namespace.clone(),
+                    Field::Indexed(c) => idx.columns.get(c).to_owned(),
+                })
+            })
+    }
+}
+
+pub(super) fn select_columns() -> &'static str {
+    "o.namespace, o.name, o.uid, o.revision, o.value"
+}
+
+pub(super) fn row_to_object(resource: &str, r: &AnyRow) -> Result<Object> {
+    let revision: i64 = r.try_get(3).map_err(db_err)?;
+    let value: String = r.try_get(4).map_err(db_err)?;
+    Ok(Object {
+        key: Key {
+            resource: resource.to_owned(),
+            namespace: r.try_get(0).map_err(db_err)?,
+            name: r.try_get(1).map_err(db_err)?,
+        },
+        uid: r.try_get(2).map_err(db_err)?,
+        revision: Revision(revision as u64),
+        data: Bytes::from(value),
+    })
+}
+
+/// Builds the WHERE clause of a list over `kfp_objects o` and its bind values.
+fn where_clause(req: &ListRequest, after: Option<&(String, String)>) -> (String, Vec<String>) {
+    let mut sql = String::from("o.resource = ?");
+    let mut binds = vec![req.resource.clone()];
+    if let Some(ns) = &req.namespace {
+        sql.push_str(" AND o.namespace = ?");
+        binds.push(ns.clone());
+    }
+    if let Some((ns, name)) = after {
+        sql.push_str(" AND (o.namespace > ? OR (o.namespace = ? AND o.name > ?))");
+        binds.extend([ns.clone(), ns.clone(), name.clone()]);
+    }
+    let label = |sql: &mut String,
+                 binds: &mut Vec<String>,
+                 negate: bool,
+                 k: &str,
+                 vals: Option<&[String]>| {
+        sql.push_str(if negate {
+            " AND NOT EXISTS"
+        } else {
+            " AND EXISTS"
+        });
+        sql.push_str(" (SELECT 1 FROM kfp_labels l WHERE l.resource = o.resource AND l.namespace = o.namespace AND l.name = o.name AND l.label_key = ?");
+        binds.push(k.to_owned());
+        if let Some(vals) = vals {
+            sql.push_str(" AND l.label_value IN (");
+            sql.push_str(&vec!["?"; vals.len()].join(", "));
+            sql.push(')');
+            binds.extend(vals.iter().cloned());
+        }
+        sql.push(')');
+    };
+    for r in &req.labels.0 {
+        match r {
+            Requirement::Equals(k, v) => label(
+                &mut sql,
+                &mut binds,
+                false,
+                k,
+                Some(std::slice::from_ref(v)),
+            ),
+            Requirement::NotEquals(k, v) => {
+                label(&mut sql, &mut binds, true, k, Some(std::slice::from_ref(v)))
+            }
+            Requirement::In(k, vs) => label(&mut sql, &mut binds, false, k, Some(vs)),
+            Requirement::NotIn(k, vs) => label(&mut sql, &mut binds, true, k, Some(vs)),
+            Requirement::Exists(k) => label(&mut sql, &mut binds, false, k, None),
+            Requirement::DoesNotExist(k) => label(&mut sql, &mut binds, true, k, None),
+        }
+    }
+    for (field, eq, value) in &req.fields.0 {
+        let col = match field {
+            Field::Name => "o.name",
+            Field::Namespace => "o.namespace",
+            Field::Indexed(c) => column_sql(*c),
+        };
+        sql.push_str(&format!(" AND {col} {} ?", if *eq { "=" } else { "<>" }));
+        binds.push(value.clone());
+    }
+    (sql, binds)
+}
