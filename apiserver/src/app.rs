@@ -252,9 +252,7 @@ where
 {
     type Response = Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Body>, Self::Error>> + Send>,
-    >;
+    type Future = crate::layers::Infallibly;
 
     fn poll_ready(
         &mut self,
@@ -264,10 +262,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let req = req.map(crate::layers::ReqBody::new);
-        let mut next = self.0.clone();
-        let fut = next.call(req);
-        Box::pin(fut)
+        self.0.call(req.map(crate::layers::ReqBody::new))
     }
 }
 

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 use tokio::sync::Semaphore;
-use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 
 use crate::app::{App, MAX_BODY_BYTES, Req};
@@ -67,11 +66,51 @@ impl http_body::Body for ReqBody {
 pub type HttpRequest = Request<ReqBody>;
 /// A response through the stack.
 pub type HttpResponse = Response<Body>;
-/// The rest of the stack, as a layer sees it.
-pub type Next = BoxCloneService<HttpRequest, HttpResponse, Infallible>;
-
 /// A response still being computed.
 pub type Pending = Pin<Box<dyn Future<Output = HttpResponse> + Send>>;
+
+/// The rest of the stack, as a layer sees it: one `Arc` to clone, called by value. A layer
+/// costs a request one boxed future and no other allocation.
+#[derive(Clone)]
+pub struct Next(Arc<dyn Fn(HttpRequest) -> Pending + Send + Sync>);
+
+impl Next {
+    /// The stack below, as a function.
+    pub fn new(f: impl Fn(HttpRequest) -> Pending + Send + Sync + 'static) -> Self {
+        Next(Arc::new(f))
+    }
+
+    /// Runs the rest of the stack on `req`.
+    pub fn run(&self, req: HttpRequest) -> Pending {
+        (self.0)(req)
+    }
+}
+
+/// [`Next`] as a `tower::Service` (always ready, never failing).
+impl Service<HttpRequest> for Next {
+    type Response = HttpResponse;
+    type Error = Infallible;
+    type Future = Infallibly;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: HttpRequest) -> Infallibly {
+        Infallibly(self.run(req))
+    }
+}
+
+/// A response future as a service's `Result` with no error.
+pub struct Infallibly(Pending);
+
+impl Future for Infallibly {
+    type Output = Result<HttpResponse, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
+}
 
 /// What a [`Middleware`] is made of.
 pub trait Handler: Fn(HttpRequest, Next) -> Pending + Clone + Send + Sync + 'static {}
@@ -86,66 +125,22 @@ pub struct Middleware<F> {
     f: F,
 }
 
-/// The service a [`Middleware`] makes of the rest of the stack.
-#[derive(Clone)]
-pub struct MiddlewareService<F> {
-    f: F,
-    next: Next,
-}
-
 /// Wraps `f` as a layer.
-pub fn middleware<F, Fut>(f: F) -> Middleware<F>
-where
-    F: Fn(HttpRequest, Next) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = HttpResponse> + Send + 'static,
-{
+pub fn middleware<F: Handler>(f: F) -> Middleware<F> {
     Middleware { f }
 }
 
-impl<F: Clone, S> Layer<S> for Middleware<F>
-where
-    S: Service<HttpRequest, Response = HttpResponse, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Service = MiddlewareService<F>;
+impl<F: Handler> Layer<Next> for Middleware<F> {
+    type Service = Next;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        MiddlewareService {
-            f: self.f.clone(),
-            next: BoxCloneService::new(inner),
-        }
+    fn layer(&self, inner: Next) -> Next {
+        let f = self.f.clone();
+        Next::new(move |req| f(req, inner.clone()))
     }
 }
 
-impl<F, Fut> Service<HttpRequest> for MiddlewareService<F>
-where
-    F: Fn(HttpRequest, Next) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = HttpResponse> + Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: HttpRequest) -> Self::Future {
-        let fut = (self.f)(req, self.next.clone());
-        Box::pin(async move { Ok(fut.await) })
-    }
-}
-
-fn call(mut next: Next, req: HttpRequest) -> impl Future<Output = HttpResponse> + Send + 'static {
-    // Every service of the stack is always ready (`poll_ready` is `Ready(Ok)`), so `call`
-    // needs no readiness wait.
-    let fut = next.call(req);
-    async move {
-        match fut.await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        }
-    }
+fn call(next: Next, req: HttpRequest) -> Pending {
+    next.run(req)
 }
 
 // === what layers tell each other ===
@@ -241,7 +236,7 @@ pub fn panic_guard() -> Middleware<impl Handler> {
         let fut: Pending = Box::pin(async move {
             let id = req.extensions().get::<AuditId>().map(|a| a.0.clone());
             match (CatchUnwind {
-                inner: Box::pin(call(next, req)),
+                inner: call(next, req),
             })
             .await
             {
@@ -311,28 +306,40 @@ pub fn request_info() -> Middleware<impl Handler> {
     })
 }
 
-/// Timeout for everything but watch, covering the body read: 504 `Status` when it fires. The
-/// rest runs in its own task, so a handler that outlives the timeout keeps its in-flight slot
-/// until it really ends (as kube-apiserver's timeout filter does).
+/// Whether a request may change state (every method but GET, HEAD and OPTIONS), as
+/// kube-apiserver splits its in-flight limits.
+fn is_mutating(req: &HttpRequest) -> bool {
+    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Timeout for everything but watch, covering the body read: 504 `Status` when it fires. A
+/// mutating request runs on in its own task after the timeout, so a write (with its cascade)
+/// completes rather than stopping half-way, and keeps its in-flight slot until it really ends
+/// (as kube-apiserver's timeout filter does). A read has nothing to finish: it is dropped at
+/// the timeout, which releases its slot, and costs no task hop on the fast path.
 pub fn timeout(limit: Duration) -> Middleware<impl Handler> {
+    fn timed_out() -> HttpResponse {
+        let mut e = ApiError::internal("the request did not complete within the allowed duration");
+        e.code = 504;
+        e.reason = "Timeout";
+        e.into_response()
+    }
     middleware(move |req: HttpRequest, next: Next| {
         let fut: Pending = Box::pin(async move {
             if verb_of(&req) == "watch" {
                 return call(next, req).await;
+            }
+            if !is_mutating(&req) {
+                return tokio::time::timeout(limit, call(next, req))
+                    .await
+                    .unwrap_or_else(|_| timed_out());
             }
             let task = tokio::spawn(call(next, req));
             match tokio::time::timeout(limit, task).await {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(join)) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
                 Ok(Err(_)) => ApiError::internal("the request was cancelled").into_response(),
-                Err(_) => {
-                    let mut e = ApiError::internal(
-                        "the request did not complete within the allowed duration",
-                    );
-                    e.code = 504;
-                    e.reason = "Timeout";
-                    e.into_response()
-                }
+                Err(_) => timed_out(),
             }
         });
         fut
@@ -397,10 +404,7 @@ pub fn in_flight(read_only: Arc<Semaphore>, mutating: Arc<Semaphore>) -> Middlew
             if exempt || verb == "watch" {
                 return call(next, req).await;
             }
-            let sem = if matches!(
-                verb,
-                "create" | "update" | "patch" | "delete" | "deletecollection"
-            ) {
+            let sem = if is_mutating(&req) {
                 mutating
             } else {
                 read_only
@@ -467,22 +471,8 @@ pub fn authorization(authz: Arc<dyn Authorizer>) -> Middleware<impl Handler> {
 
 /// The innermost service: reads the body (only now, after authorization, under the limit —
 /// 413 — and the timeout), then routes.
-pub fn router(
-    app: Arc<App>,
-) -> impl Service<
-    HttpRequest,
-    Response = HttpResponse,
-    Error = Infallible,
-    Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>>,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |req: HttpRequest| {
-        let app = app.clone();
-        let fut: Pin<Box<dyn Future<Output = Result<HttpResponse, Infallible>> + Send>> =
-            Box::pin(async move { Ok(route(app, req).await) });
-        fut
-    })
+pub fn router(app: Arc<App>) -> Next {
+    Next::new(move |req: HttpRequest| Box::pin(route(app.clone(), req)))
 }
 
 /// Reads a body under [`MAX_BODY_BYTES`].

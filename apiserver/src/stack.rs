@@ -5,25 +5,25 @@
 use std::sync::Arc;
 
 use tower::ServiceBuilder;
-use tower::util::BoxCloneService;
 
 use crate::app::App;
 use crate::layers::{self, Next};
 
 /// Builds the stack over `app`.
 pub fn build(app: Arc<App>) -> Next {
-    let service = ServiceBuilder::new()
+    ServiceBuilder::new()
         // 1. Request id (Audit-Id), timing, the one log line and the metrics sample: outermost,
         //    so every answer — a 401, a 429, a timeout, a panic's 500 — is logged and counted.
         .layer(layers::request_log(app.clone()))
-        // 2. Panic guard: everything inside runs in its own task; a panic is a 500 `Status`,
-        //    never a dropped connection.
+        // 2. Panic guard: a panic anywhere inside (caught around each poll, no extra task) is
+        //    a 500 `Status`, never a dropped connection.
         .layer(layers::panic_guard())
         // 3. Request info: verb, resource, namespace, name from method, path and query (KFP
         //    paths recognised first) — every later layer decides on it.
         .layer(layers::request_info())
         // 4. Timeout (not for watch), 504: outside authentication and the body read, so a
         //    slow authenticator or a client that stalls its body cannot hold a request forever.
+        //    Writes run on in their own task past it (and keep their slot); reads are dropped.
         .layer(layers::timeout(app.limits.timeout))
         // 5. Authentication, before anything reads the body: an unauthenticated client is
         //    answered 401 however large a body it announces.
@@ -38,6 +38,5 @@ pub fn build(app: Arc<App>) -> Next {
         // 7. Authorization on the Kubernetes attributes (the same for both views).
         .layer(layers::authorization(app.authz.clone()))
         // 8. The router: reads the body only now (3 MiB, 413), then the handlers.
-        .service(layers::router(app));
-    BoxCloneService::new(service)
+        .service(layers::router(app))
 }

@@ -268,8 +268,18 @@ fn probe(
 }
 
 async fn send(app: &Arc<App>, body: Probe, auth: bool, announced: u64) -> StatusCode {
+    send_as(app, "POST", body, auth, announced).await
+}
+
+async fn send_as(
+    app: &Arc<App>,
+    method: &str,
+    body: Probe,
+    auth: bool,
+    announced: u64,
+) -> StatusCode {
     let mut req = Request::builder()
-        .method("POST")
+        .method(method)
         .uri("/apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines")
         .header("content-type", "application/json")
         .header("content-length", announced.to_string());
@@ -348,6 +358,30 @@ async fn a_stalled_body_times_out_and_its_handler_keeps_its_slot_until_it_ends()
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(freed, "the slot was released when the handler ended");
+}
+
+/// A read has nothing to finish: at its timeout it is dropped, and its slot is free at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_read_times_out_and_frees_its_slot_at_once() {
+    let limits = Limits {
+        read_only: 1,
+        timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (app, _store, _shutdown) = app("stall-read", limits).await;
+    let (body, polled, _tx) = probe(100);
+    assert_eq!(
+        send_as(&app, "GET", body, true, 100).await,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    assert!(polled.load(std::sync::atomic::Ordering::SeqCst));
+    let (empty, _, tx) = probe(0);
+    drop(tx);
+    assert_eq!(
+        send_as(&app, "GET", empty, true, 0).await,
+        StatusCode::OK,
+        "the only read-only slot is free as soon as the 504 is answered"
+    );
 }
 
 #[tokio::test]

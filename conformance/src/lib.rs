@@ -86,6 +86,11 @@ impl From<Output> for Run {
 }
 
 impl DevServer {
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts a server in a fresh directory and waits (at most 30 s) until `/readyz` answers.
     pub fn start(name: &str) -> DevServer {
         let dir =

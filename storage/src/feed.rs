@@ -267,6 +267,13 @@ pub(crate) fn project(ev: &Event, req: &WatchRequest) -> Option<WatchItem> {
 
 const HISTORY_PAGE: usize = 1000;
 
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run_watch(
     feed: Arc<Feed>,
     req: WatchRequest,
@@ -336,8 +343,30 @@ async fn run_watch(
     let mut tick = tokio::time::interval(feed.config.bookmark_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let once_at = req
+        .bookmark_after
+        .filter(|_| req.bookmarks)
+        .map(|d| tokio::time::Instant::now() + d);
+    let mut once_pending = once_at.is_some();
+    let mut once_due = false;
     loop {
+        // The one-off bookmark goes out as soon as it is due and every event received so far
+        // has been handled; `latest` is read before the channel is checked (see the tick).
+        if once_due {
+            let latest = feed.latest();
+            if rx.is_empty() {
+                once_due = false;
+                last = last.max(latest);
+                if out.send(WatchItem::Bookmark(last)).await.is_err() {
+                    return;
+                }
+            }
+        }
         tokio::select! {
+            _ = sleep_until_opt(once_at), if once_pending => {
+                once_pending = false;
+                once_due = true;
+            }
             received = rx.recv() => match received {
                 Ok(ev) => {
                     if ev.revision <= last {

@@ -179,6 +179,10 @@ pub struct WatchRequest {
     pub from: Revision,
     /// Emit [`WatchItem::Bookmark`] when idle.
     pub bookmarks: bool,
+    /// With `bookmarks`, also one bookmark this long after the watch starts (kube-apiserver
+    /// sends one 2 s before a watch's deadline), at the newest revision this watch has passed,
+    /// whether or not anything it selects changed.
+    pub bookmark_after: Option<std::time::Duration>,
 }
 
 /// A stream of watch items; it ends after an error item or when dropped.

@@ -81,6 +81,7 @@ pub const CASES: &[(&str, CaseFn)] = cases![
     watch_replays_then_follows_in_order_with_selector_transitions,
     watch_from_beyond_the_ring_replays_from_the_database_and_compacted_is_gone,
     watches_filter_by_indexed_columns,
+    a_filtered_watch_bookmarks_at_the_revision_it_has_passed,
     a_database_that_is_gone_is_unavailable_not_a_panic,
     sorted_filtered_queries_page_by_keyset_with_totals,
     age_based_compaction_target,
@@ -954,4 +955,40 @@ async fn watches_filter_by_indexed_columns(h: &dyn Harness) {
     };
     let page = s.query(&by_parent).await.unwrap();
     assert_eq!(names(&page.items), vec!["ns/o2", "ns/o5"], "{}", b.name);
+}
+
+/// A selective watch's bookmark carries the newest revision the watch has passed, even when
+/// nothing it selects changed (what lets a filtered informer move forward).
+async fn a_filtered_watch_bookmarks_at_the_revision_it_has_passed(h: &dyn Harness) {
+    let b = Case::open(h, Options::default()).await;
+    let s = b.store.clone();
+    let picked = s
+        .create(
+            &key("ns", "picked"),
+            obj("ns", "picked", json!({"bm": "yes"}), 1),
+        )
+        .await
+        .unwrap();
+    let other = s
+        .create(
+            &key("ns", "other"),
+            obj("ns", "other", json!({"bm": "no"}), 2),
+        )
+        .await
+        .unwrap();
+    let mut w = s
+        .watch(&WatchRequest {
+            resource: R.into(),
+            labels: LabelSelector::parse("bm=yes").unwrap(),
+            from: picked.revision,
+            bookmarks: true,
+            bookmark_after: Some(Duration::from_millis(50)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    match next_event(&mut w).await {
+        WatchItem::Bookmark(rev) => assert_eq!(rev, other.revision, "{}", b.name),
+        item => panic!("{}: expected a bookmark, got {item:?}", b.name),
+    }
 }

@@ -6,8 +6,10 @@
 //!   carrying a 410 `Status` (Argo CD's RetryWatcher needs the event, not an HTTP error).
 //! - `sendInitialEvents=true` (watch-list, client-go's default): ADDED per object, then a BOOKMARK
 //!   annotated `k8s.io/initial-events-end: "true"` at the list's revision, then changes.
-//! - Bookmarks (`allowWatchBookmarks`) from the store when idle and 2 s before the deadline;
-//!   every event, bookmarks included, carries a resourceVersion.
+//! - Bookmarks (`allowWatchBookmarks`) from the store when idle and 2 s before the deadline, at
+//!   the newest revision the watch has passed (writes it does not select included); every
+//!   event, bookmarks included, carries a resourceVersion and is in the negotiated form (JSON,
+//!   PartialObjectMetadata or Table).
 //! - The stream ends at `timeoutSeconds` (default random 30-60 min), at shutdown, or when the
 //!   client goes away.
 
@@ -47,14 +49,23 @@ fn encode(res: &'static Resource, event: &str, data: &Bytes, out: Output) -> Byt
     }
 }
 
-fn bookmark(res: &'static Resource, rev: Revision, initial_end: bool) -> Bytes {
+/// A BOOKMARK: an object of the kind with only a resourceVersion (and the initial-events-end
+/// annotation), put through the same transform as every other event of the stream, so a
+/// metadata watch gets a `PartialObjectMetadata` and a Table watch a `Table`, as
+/// kube-apiserver's watch encoder does.
+fn bookmark(res: &'static Resource, rev: Revision, initial_end: bool, out: Output) -> Bytes {
     let mut meta = json!({"resourceVersion": rev.to_string()});
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
     let obj =
         json!({"kind": res.kind, "apiVersion": kfp_apiservice::API_VERSION, "metadata": meta});
-    line("BOOKMARK", &serde_json::to_vec(&obj).unwrap_or_default())
+    encode(
+        res,
+        "BOOKMARK",
+        &Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
+        out,
+    )
 }
 
 fn error_event(status: &ApiError) -> Bytes {
@@ -126,6 +137,8 @@ pub async fn watch(
                 fields: opts.fields.clone(),
                 from: start,
                 bookmarks: opts.bookmarks,
+                // kube-apiserver's bookmark 2 s before the deadline, at the watch's progress.
+                bookmark_after: Some(timeout.saturating_sub(std::time::Duration::from_secs(2))),
             },
         )
         .await
@@ -147,16 +160,11 @@ pub async fn watch(
                 return;
             }
         }
-        if end_marker && !send(&tx, bookmark(res, start, true)).await {
+        if end_marker && !send(&tx, bookmark(res, start, true, out)).await {
             return;
         }
-        let started = tokio::time::Instant::now();
-        let deadline = started + timeout;
-        let before_deadline = deadline
-            .checked_sub(std::time::Duration::from_secs(2))
-            .unwrap_or(started);
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut last = start;
-        let mut final_bookmark_sent = !bookmarks;
         loop {
             tokio::select! {
                 item = stream.next() => match item {
@@ -169,7 +177,7 @@ pub async fn watch(
                     }
                     Some(WatchItem::Bookmark(rev)) => {
                         last = last.max(rev);
-                        if bookmarks && !send(&tx, bookmark(res, last, false)).await {
+                        if bookmarks && !send(&tx, bookmark(res, last, false, out)).await {
                             return;
                         }
                     }
@@ -185,12 +193,6 @@ pub async fn watch(
                     }
                     None => return,
                 },
-                _ = tokio::time::sleep_until(before_deadline), if !final_bookmark_sent => {
-                    final_bookmark_sent = true;
-                    if !send(&tx, bookmark(res, last, false)).await {
-                        return;
-                    }
-                }
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = shutdown.changed() => return,
                 _ = tx.closed() => return,

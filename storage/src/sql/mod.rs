@@ -167,6 +167,11 @@ impl SqlStore {
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
+            // An embedded SQLite connection cannot go away, and sqlx's ping before every
+            // acquire is a round trip to the connection's worker thread (two thread switches
+            // per query, the largest single cost of a GET). Server databases keep the ping, so
+            // a connection broken by a database restart is replaced, not handed out.
+            .test_before_acquire(dialect != Dialect::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {

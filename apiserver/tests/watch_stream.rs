@@ -1,0 +1,161 @@
+//! Watch streams as client-go reads them, in-process: bookmarks move past writes the watch does
+//! not select (so a filtered informer's resourceVersion advances), and every event of a stream
+//! — the initial-events-end bookmark included — is in the negotiated form.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use kfp_apiserver::app::{AppService, Limits};
+use serde_json::{Value, json};
+use tower::Service;
+
+const TOKEN: &str = "watch-token";
+const BASE: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/w/pipelines";
+
+async fn call(
+    app: &std::sync::Arc<kfp_apiserver::app::App>,
+    method: &str,
+    uri: &str,
+    accept: &str,
+    body: Value,
+) -> (u16, Vec<Value>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .header("accept", accept)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    let status = resp.status().as_u16();
+    // A watch ends at its timeoutSeconds; the outer timeout only bounds a broken stream.
+    let bytes = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
+        .await
+        .expect("the stream ends by its timeoutSeconds")
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    let docs = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
+        .collect();
+    (status, docs)
+}
+
+async fn create(app: &std::sync::Arc<kfp_apiserver::app::App>, name: &str, labels: Value) -> u64 {
+    let (status, docs) = call(
+        app,
+        "POST",
+        BASE,
+        "application/json",
+        json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
+               "metadata": {"name": name, "labels": labels}, "spec": {}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{docs:?}");
+    docs[0]["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("resourceVersion")
+}
+
+fn rv(doc: &Value) -> u64 {
+    doc["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("every event carries a resourceVersion")
+}
+
+#[tokio::test]
+async fn a_filtered_watch_bookmarks_past_writes_it_does_not_select() {
+    let (app, _store, _shutdown) =
+        common::sqlite_app("bm-filter", TOKEN, &[], Limits::default()).await;
+    let selected = create(&app, "picked", json!({"bm": "yes"})).await;
+    let unrelated = create(&app, "other", json!({"bm": "no"})).await;
+    assert!(unrelated > selected);
+    // From `selected`: the only later write is one the selector does not match.
+    let (status, docs) = call(
+        &app,
+        "GET",
+        &format!(
+            "{BASE}?watch=true&labelSelector=bm%3Dyes&allowWatchBookmarks=true\
+             &timeoutSeconds=3&resourceVersion={selected}"
+        ),
+        "application/json",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        docs.iter().all(|d| d["type"] == "BOOKMARK"),
+        "nothing selected changed: {docs:?}"
+    );
+    let last = docs.last().expect("a bookmark 2 s before the deadline");
+    assert_eq!(last["object"]["kind"], "Pipeline");
+    assert_eq!(
+        rv(last),
+        unrelated,
+        "the bookmark carries the unrelated write's revision, as kube-apiserver's does"
+    );
+}
+
+#[tokio::test]
+async fn metadata_and_table_watch_lists_end_with_a_bookmark_in_the_same_form() {
+    let (app, _store, _shutdown) =
+        common::sqlite_app("bm-form", TOKEN, &[], Limits::default()).await;
+    let created = create(&app, "one", json!({})).await;
+    let watch_list = format!(
+        "{BASE}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan\
+         &allowWatchBookmarks=true&timeoutSeconds=3"
+    );
+    for (accept, kind, api_version) in [
+        (
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            "PartialObjectMetadata",
+            "meta.k8s.io/v1",
+        ),
+        (
+            "application/json;as=Table;g=meta.k8s.io;v=v1",
+            "Table",
+            "meta.k8s.io/v1",
+        ),
+        (
+            "application/json",
+            "Pipeline",
+            "pipelines.kubeflow.org/v2beta1",
+        ),
+    ] {
+        let (status, docs) = call(&app, "GET", &watch_list, accept, Value::Null).await;
+        assert_eq!(status, 200, "{accept}");
+        assert_eq!(docs[0]["type"], "ADDED", "{accept}: {docs:?}");
+        // A Table carries the bookmark object, transformed, in its one row.
+        let meta = |d: &Value| {
+            if kind == "Table" {
+                d["object"]["rows"][0]["object"]["metadata"].clone()
+            } else {
+                d["object"]["metadata"].clone()
+            }
+        };
+        let end = docs
+            .iter()
+            .find(|d| {
+                d["type"] == "BOOKMARK"
+                    && meta(d)["annotations"]["k8s.io/initial-events-end"] == "true"
+            })
+            .unwrap_or_else(|| panic!("{accept}: no initial-events-end bookmark in {docs:?}"));
+        for d in &docs {
+            assert_eq!(d["object"]["kind"], kind, "{accept}: every event: {d}");
+            assert_eq!(d["object"]["apiVersion"], api_version, "{accept}: {d}");
+        }
+        assert_eq!(rv(end), created, "{accept}: at the list's revision");
+    }
+}
