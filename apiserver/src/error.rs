@@ -9,7 +9,7 @@ use kfp_storage::StoreError;
 
 use crate::registry::RegistryError;
 use crate::registry::managed::Conflict;
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
 
 use crate::body::Body;
 
@@ -22,10 +22,36 @@ pub struct ApiError {
     pub reason: &'static str,
     /// `Status.message`.
     pub message: String,
-    /// `Status.details`, when there are any.
-    pub details: Option<Value>,
+    /// `Status.details`, when there are any (boxed: errors travel in every `Result`).
+    pub details: Option<Box<StatusDetails>>,
     /// `Retry-After` seconds.
     pub retry_after: Option<u32>,
+}
+
+/// `Status.details` naming an object (kube-apiserver puts the resource's plural in `kind`).
+fn about(name: &str, group: &str, kind: &str) -> StatusDetails {
+    StatusDetails {
+        name: Some(name.to_owned()),
+        group: Some(group.to_owned()),
+        kind: Some(kind.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn cause(reason: &str, message: String, field: Option<&str>) -> StatusCause {
+    StatusCause {
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        field: field.map(str::to_owned),
+    }
+}
+
+fn retry_after_details(causes: Option<Vec<StatusCause>>) -> StatusDetails {
+    StatusDetails {
+        causes,
+        retry_after_seconds: Some(1),
+        ..Default::default()
+    }
 }
 
 /// `<plural>.<group>`, as kube-apiserver names resources in messages.
@@ -44,8 +70,8 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+    fn with_details(mut self, details: StatusDetails) -> Self {
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -71,13 +97,24 @@ impl ApiError {
             "NotFound",
             format!("{} \"{name}\" not found", qualified(resource)),
         )
-        .with_details(json!({"name": name, "group": GROUP, "kind": resource}))
+        .with_details(about(name, GROUP, resource))
     }
 
     /// 404 NotFound for a path.
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(StatusDetails {
+            causes: Some(vec![cause(
+                "UnexpectedServerResponse",
+                "404 page not found".into(),
+                None,
+            )]),
+            ..Default::default()
+        })
     }
 
     /// 405 MethodNotAllowed.
@@ -103,7 +140,7 @@ impl ApiError {
             "AlreadyExists",
             format!("{} \"{name}\" already exists", qualified(resource)),
         )
-        .with_details(json!({"name": name, "group": GROUP, "kind": resource}))
+        .with_details(about(name, GROUP, resource))
     }
 
     /// 409 Conflict.
@@ -116,7 +153,7 @@ impl ApiError {
                 qualified(resource)
             ),
         )
-        .with_details(json!({"name": name, "group": GROUP, "kind": resource}))
+        .with_details(about(name, GROUP, resource))
     }
 
     /// 410 Expired/Gone.
@@ -155,10 +192,14 @@ impl ApiError {
         } else {
             format!("[{}]", summary.join(", "))
         };
-        let causes: Vec<Value> = errors
+        let causes: Vec<StatusCause> = errors
             .iter()
             .map(|e| {
-                json!({"reason": e.kind.reason(), "message": format!("{}: {}", e.kind.label(), e.detail), "field": e.path.as_str()})
+                cause(
+                    e.kind.reason(),
+                    format!("{}: {}", e.kind.label(), e.detail),
+                    Some(e.path.as_str()),
+                )
             })
             .collect();
         Self::new(
@@ -166,7 +207,10 @@ impl ApiError {
             "Invalid",
             format!("{kind}.{GROUP} \"{name}\" is invalid: {joined}"),
         )
-        .with_details(json!({"name": name, "group": GROUP, "kind": kind, "causes": causes}))
+        .with_details(StatusDetails {
+            causes: Some(causes),
+            ..about(name, GROUP, kind)
+        })
     }
 
     /// 422 Invalid for list/watch options.
@@ -186,7 +230,11 @@ impl ApiError {
             "Invalid",
             format!("{kind}.meta.k8s.io \"\" is invalid: {joined}"),
         )
-        .with_details(json!({"group": "meta.k8s.io", "kind": kind}))
+        .with_details(StatusDetails {
+            group: Some("meta.k8s.io".into()),
+            kind: Some(kind.to_owned()),
+            ..Default::default()
+        })
     }
 
     /// 429 TooManyRequests with Retry-After: 1.
@@ -197,7 +245,7 @@ impl ApiError {
             "Too many requests, please try again later.",
         );
         e.retry_after = Some(1);
-        e.details = Some(json!({"retryAfterSeconds": 1}));
+        e.details = Some(Box::new(retry_after_details(None)));
         e
     }
 
@@ -210,7 +258,7 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(503, "ServiceUnavailable", message);
         e.retry_after = Some(1);
-        e.details = Some(json!({"retryAfterSeconds": 1}));
+        e.details = Some(Box::new(retry_after_details(None)));
         e
     }
 
@@ -222,9 +270,11 @@ impl ApiError {
             format!("Too large resource version: {requested}, current: {current}"),
         );
         e.retry_after = Some(1);
-        e.details = Some(
-            json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
-        );
+        e.details = Some(Box::new(retry_after_details(Some(vec![cause(
+            "ResourceVersionTooLarge",
+            "Too large resource version".into(),
+            None,
+        )]))));
         e
     }
 
@@ -273,8 +323,7 @@ impl ApiError {
                 resource,
                 name,
                 message,
-            } => Self::forbidden(message)
-                .with_details(json!({"name": name, "group": GROUP, "kind": resource})),
+            } => Self::forbidden(message).with_details(about(&name, GROUP, resource)),
             RegistryError::PatchFailed(m) => Self::new(
                 422,
                 "Invalid",
@@ -314,29 +363,32 @@ impl ApiError {
                 )
             }
         };
-        let causes: Vec<Value> = conflicts
+        let causes: Vec<StatusCause> = conflicts
             .iter()
-            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
+            .map(|c| {
+                cause(
+                    "FieldManagerConflict",
+                    format!("conflict with {}", c.manager),
+                    Some(&c.field),
+                )
+            })
             .collect();
-        Self::new(409, "Conflict", message)
-            .with_details(json!({"name": name, "group": GROUP, "kind": resource, "causes": causes}))
+        Self::new(409, "Conflict", message).with_details(StatusDetails {
+            causes: Some(causes),
+            ..about(name, GROUP, resource)
+        })
     }
 
     /// The `Status` object.
-    pub fn status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = d.clone();
+    pub fn status(&self) -> Status {
+        Status {
+            code: Some(i32::from(self.code)),
+            details: self.details.as_deref().cloned(),
+            message: Some(self.message.clone()),
+            metadata: Default::default(),
+            reason: Some(self.reason.to_owned()),
+            status: Some("Failure".into()),
         }
-        s
     }
 
     /// The HTTP response.
@@ -369,7 +421,11 @@ mod tests {
             FieldError::required(FieldPath::new("spec").child("pipelineName"), "missing"),
         ];
         let e = ApiError::invalid("PipelineVersion", "v", &errs);
-        let s = e.status();
+        let s = serde_json::to_value(e.status()).unwrap();
+        assert_eq!(s["kind"], "Status");
+        assert_eq!(s["apiVersion"], "v1");
+        assert_eq!(s["metadata"], serde_json::json!({}));
+        assert_eq!(s["status"], "Failure");
         assert_eq!(s["code"], 422);
         assert_eq!(s["reason"], "Invalid");
         assert_eq!(
@@ -382,7 +438,7 @@ mod tests {
 
     #[test]
     fn not_found_matches_kubectl_wording() {
-        let s = ApiError::not_found("pipelines", "x").status();
+        let s = serde_json::to_value(ApiError::not_found("pipelines", "x").status()).unwrap();
         assert_eq!(
             s["message"],
             "pipelines.pipelines.kubeflow.org \"x\" not found"

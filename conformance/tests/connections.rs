@@ -20,6 +20,10 @@ use tokio_rustls::client::TlsStream;
 const BOUND: Duration = Duration::from_secs(15);
 
 fn connector(server: &DevServer) -> TlsConnector {
+    connector_alpn(server, &[])
+}
+
+fn connector_alpn(server: &DevServer, alpn: &[&[u8]]) -> TlsConnector {
     let ca = CertificateDer::from_pem_file(server.dir.join("pki").join("ca.crt")).expect("ca");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).expect("root");
@@ -30,6 +34,8 @@ fn connector(server: &DevServer) -> TlsConnector {
     .expect("versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
+    let mut config = config;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsConnector::from(Arc::new(config))
 }
 
@@ -119,6 +125,30 @@ async fn silent_trickling_and_idle_connections_are_closed() {
     let answer = until_closed(&mut idle).await;
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+/// HTTP/2 too: a connection that negotiated h2, sent its preface and settings and then no
+/// request is closed after the idle timeout (with a GOAWAY or a plain close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed() {
+    let server = start("h2");
+    let tls = connector_alpn(&server, &[b"h2"]);
+    let mut conn = connect(&server, &tls).await;
+    assert_eq!(
+        conn.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "the server speaks HTTP/2"
+    );
+    // The client connection preface, then an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .expect("preface");
+    conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .expect("settings");
+    let sent = until_closed(&mut conn).await;
+    // The server's own SETTINGS frame came first: it was an HTTP/2 connection, idle.
+    assert!(sent.len() >= 9 && sent[3] == 4, "server frames: {sent:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
