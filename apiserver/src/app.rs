@@ -175,6 +175,12 @@ impl App {
     fn discovery(&self, d: DiscoveryPath, req: &Req) -> Response<Body> {
         let inm = req.header(header::IF_NONE_MATCH.as_str());
         match d {
+            // client-go's `downloadLegacy` keeps the aggregated `/apis` answer only when `/api`
+            // is aggregated too (or 404): this server has no core group, so the aggregated
+            // answer is an empty list; plain `Accept` still gets the legacy `APIVersions`.
+            DiscoveryPath::Api if docs::wants_discovery_v2(req.header(header::ACCEPT.as_str())) => {
+                docs::serve(&self.docs.api_v2, inm, docs::DISCOVERY_V2, false)
+            }
             DiscoveryPath::Api => docs::serve(&self.docs.api, inm, "application/json", false),
             DiscoveryPath::Apis
                 if docs::wants_discovery_v2(req.header(header::ACCEPT.as_str())) =>

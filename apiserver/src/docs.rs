@@ -40,8 +40,10 @@ impl Doc {
 /// Every static document.
 #[derive(Clone, Debug)]
 pub struct Docs {
-    /// `/api`.
+    /// `/api` (legacy APIVersions).
     pub api: Doc,
+    /// `/api` (aggregated discovery v2: no core group here, so no items).
+    pub api_v2: Doc,
     /// `/apis` (legacy APIGroupList).
     pub apis: Doc,
     /// `/apis` (aggregated discovery v2).
@@ -82,6 +84,12 @@ impl Docs {
         let v3_group = Doc::new(&openapi::v3_group());
         Docs {
             api: Doc::new(&api),
+            api_v2: Doc::new(&serde_json::json!({
+                "kind": "APIGroupDiscoveryList",
+                "apiVersion": "apidiscovery.k8s.io/v2",
+                "metadata": {},
+                "items": [],
+            })),
             apis: Doc::new(&apis),
             apis_v2: Doc::new(&discovery::aggregated_discovery()),
             group: Doc::new(&group),

@@ -10,8 +10,10 @@ fn main() {
         Command::Serve(s) => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("KFP_APISERVER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            // Colours only on a terminal: a log file or collector gets plain `key=value` text.
             let builder = tracing_subscriber::fmt()
                 .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr);
             match s.log_format {
                 LogFormat::Json => builder.json().init(),

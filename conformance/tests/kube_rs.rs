@@ -391,3 +391,183 @@ async fn a_compacted_resume_gets_410_and_the_watcher_relists() {
     }
     assert_eq!(seen.len(), 21, "{seen:?}");
 }
+
+/// How many watch requests on pipelineversions the server has logged.
+fn watches_logged(s: &DevServer) -> usize {
+    std::fs::read_to_string(s.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            (l.contains("verb=watch") || l.contains("verb=\"watch\""))
+                && l.contains("pipelineversions")
+        })
+        .count()
+}
+
+/// A watcher on a label selector that was idle but caught up keeps moving: the server's
+/// bookmarks carry the revisions of writes it does not select, so after a compaction past its
+/// start it re-watches from its last bookmark and is served — no 410, no re-list. The periodic
+/// bookmark interval stays at its default (60 s): the bookmark that matters here is the one 2 s
+/// before each 4 s watch ends.
+async fn filtered_watcher_across_compaction(config: watcher::Config, name: &str) {
+    let dir = std::env::temp_dir().join(format!("kfp-conformance-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = DevServer::start_with(
+        dir,
+        true,
+        &format!("127.0.0.1:{}", kfp_conformance::free_port()),
+        &[
+            "--compaction-keep-revisions",
+            "1",
+            "--compaction-keep-seconds",
+            "0",
+            "--compaction-interval-seconds",
+            "1",
+            // Like kube-apiserver's watch cache, the ring serves a resume it still holds even
+            // when the database has compacted it; a ring of 1 sends every resume to the
+            // database, where a compacted revision is 410.
+            "--watch-ring-capacity",
+            "1",
+        ],
+    );
+    let c = client(&s).await;
+    let pipelines: Api<Pipeline> = Api::namespaced(c.clone(), "ns");
+    let versions: Api<PipelineVersion> = Api::namespaced(c, "ns");
+    pipelines
+        .create(&PostParams::default(), &pipeline("p"))
+        .await
+        .expect("pipeline");
+    let labelled = |n: &str, sel: &str| {
+        let mut v = version(n, "p");
+        v.metadata.labels = Some([("sel".to_owned(), sel.to_owned())].into());
+        v
+    };
+    let first = versions
+        .create(&PostParams::default(), &labelled("picked", "yes"))
+        .await
+        .expect("picked");
+    // Each watch ends after 4 s (a bookmark 2 s before), so the watcher re-watches often. A
+    // task keeps polling it (a watcher only works while polled), forwarding its events.
+    let mut inner = watcher::watcher(versions.clone(), config.labels("sel=yes").timeout(4)).boxed();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let pump = tokio::spawn(async move {
+        while let Some(e) = inner.next().await {
+            if tx.send(e).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut w = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+    loop {
+        match next_event(&mut w, "initial list").await {
+            Event::Init | Event::InitApply(_) => {}
+            Event::InitDone => break,
+            other => panic!("unexpected before InitDone: {other:?}"),
+        }
+    }
+    for i in 0..10 {
+        versions
+            .create(
+                &PostParams::default(),
+                &labelled(&format!("other{i}"), "no"),
+            )
+            .await
+            .expect("unselected write");
+    }
+    // Wait (bounded) until the watcher's start revision is compacted away...
+    let old = first.metadata.resource_version.clone().unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let lp = ListParams::default()
+            .at(&old)
+            .matching(kube::api::VersionMatch::Exact);
+        match versions.list(&lp).await {
+            Err(kube::Error::Api(e)) if e.code == 410 => break,
+            _ if std::time::Instant::now() > deadline => panic!("no compaction within 30 s"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    // ... and until the watcher has opened a new watch after that.
+    let after_compaction = watches_logged(&s);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while watches_logged(&s) <= after_compaction {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher did not re-watch within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    versions
+        .create(&PostParams::default(), &labelled("after", "yes"))
+        .await
+        .expect("after");
+    match next_event(&mut w, "after").await {
+        Event::Apply(v) => assert_eq!(name_of(&v), "after"),
+        other => panic!("expected the new object without a re-list (410), got {other:?}"),
+    }
+    // A 410 would have made the watcher re-list: Init, InitApply, InitDone before `after`.
+    pump.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_list_watch_watcher_resumes_across_compaction_from_its_bookmark() {
+    filtered_watcher_across_compaction(watcher::Config::default(), "kube-bm-lw").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_streaming_watcher_resumes_across_compaction_from_its_bookmark() {
+    filtered_watcher_across_compaction(watcher::Config::default().streaming_lists(), "kube-bm-sl")
+        .await;
+}
+
+/// What client-go 1.30+ sends to discovery endpoints (`acceptDiscoveryFormats`).
+const CLIENT_GO_DISCOVERY_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json;q=0.9";
+
+async fn get_with_accept(c: &Client, path: &str, accept: &str) -> (String, serde_json::Value) {
+    let req = http::Request::get(path)
+        .header("accept", accept)
+        .body(kube::client::Body::from(Vec::new()))
+        .expect("request");
+    let resp = c.send(req).await.expect("send");
+    assert_eq!(resp.status(), 200, "{path}");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    (ct, serde_json::from_slice(&body).expect("json"))
+}
+
+/// client-go's `DiscoveryClient.downloadLegacy` asks `/api` with the aggregated Accept and
+/// keeps the aggregated `/apis` answer only if `/api` answered in the aggregated type too
+/// (`isV2ContentType` on the response's Content-Type) or 404; a legacy `APIVersions` answer
+/// makes `GroupsAndMaybeResources` drop the aggregated resources and fetch every group version
+/// one by one. This server has no core group: `/api` answers an empty aggregated list, and a
+/// plain Accept still gets the legacy document older kubectl reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_answers_client_go_in_the_aggregated_form() {
+    let s = DevServer::start("kube-discovery");
+    let c = client(&s).await;
+    let aggregated = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    let (ct, api) = get_with_accept(&c, "/api", CLIENT_GO_DISCOVERY_ACCEPT).await;
+    assert_eq!(ct, aggregated);
+    assert_eq!(api["kind"], "APIGroupDiscoveryList");
+    assert_eq!(api["items"], serde_json::json!([]));
+    let (ct, apis) = get_with_accept(&c, "/apis", CLIENT_GO_DISCOVERY_ACCEPT).await;
+    assert_eq!(ct, aggregated);
+    assert_eq!(
+        apis["items"][0]["metadata"]["name"],
+        "pipelines.kubeflow.org"
+    );
+    let (ct, legacy) = get_with_accept(&c, "/api", "application/json").await;
+    assert!(
+        ct.starts_with("application/json") && !ct.contains("apidiscovery"),
+        "{ct}"
+    );
+    assert_eq!(legacy["kind"], "APIVersions");
+}

@@ -613,3 +613,50 @@ fn sigterm_ends_open_watches_and_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Flux and Argo CD dry-run every object of a change before applying any: a Pipeline and its
+/// PipelineVersion in one file, nothing existing yet. The server-side dry-run passes with a
+/// warning for the version's parent that does not exist yet and creates nothing; the same
+/// apply without dry-run creates both.
+#[test]
+fn server_side_dry_run_of_a_pipeline_with_its_version_passes_and_creates_nothing() {
+    let s = DevServer::start("dryrun");
+    let file = corpus().join("k8s/hello_world.yaml");
+    let listed = |s: &DevServer| {
+        ok(
+            &s.kubectl(&["get", "pipelines,pipelineversions", "-A", "-o", "name"]),
+            "get",
+        )
+    };
+    for args in [
+        vec![
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-f",
+            path(&file),
+        ],
+        vec!["apply", "--dry-run=server", "-f", path(&file)],
+        vec!["create", "--dry-run=server", "-f", path(&file)],
+    ] {
+        let r = s.kubectl(&args);
+        let out = ok(&r, &args.join(" "));
+        assert!(out.contains("server dry run"), "{args:?}: {out}");
+        assert!(
+            r.stderr.contains("Warning:") && r.stderr.contains("does not exist yet"),
+            "{args:?}: the missing parent is a warning: {}",
+            r.stderr
+        );
+        assert_eq!(listed(&s).trim(), "", "{args:?}: a dry run creates nothing");
+    }
+    ok(
+        &s.kubectl(&["apply", "--server-side", "-f", path(&file)]),
+        "apply",
+    );
+    let out = listed(&s);
+    assert!(
+        out.contains("pipeline.pipelines.kubeflow.org/hello-world")
+            && out.contains("pipelineversion.pipelines.kubeflow.org/hello-world"),
+        "{out}"
+    );
+}
