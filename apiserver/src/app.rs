@@ -198,7 +198,22 @@ impl App {
     fn openapi(&self, o: OpenApiPath, req: &Req) -> Response<Body> {
         let inm = req.header(header::IF_NONE_MATCH.as_str());
         match o {
-            OpenApiPath::V2 => docs::serve(&self.docs.openapi_v2, inm, "application/json", false),
+            OpenApiPath::V2 => {
+                let accept = req.header(header::ACCEPT.as_str());
+                match (docs::openapi_v2_format(accept), &self.docs.openapi_v2_pb) {
+                    (Some(docs::V2Format::Json), _) => {
+                        docs::serve(&self.docs.openapi_v2, inm, "application/json", false)
+                    }
+                    (Some(docs::V2Format::Protobuf), Some(pb)) => {
+                        docs::serve(pb, inm, docs::OPENAPI_V2_PB_CONTENT_TYPE, false)
+                    }
+                    _ => ApiError::not_acceptable(format!(
+                        "only the following media types are accepted: application/json, {}",
+                        kfp_apiservice::openapi_pb::MEDIA_TYPE
+                    ))
+                    .into_response(),
+                }
+            }
             OpenApiPath::V3Root => {
                 docs::serve(&self.docs.openapi_v3_root, inm, "application/json", false)
             }

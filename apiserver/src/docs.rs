@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use kfp_apiservice::{discovery, openapi};
+use kfp_apiservice::{discovery, openapi, openapi_pb};
 
 use crate::body::Body;
 
@@ -24,7 +24,10 @@ pub struct Doc {
 
 impl Doc {
     fn new(v: &serde_json::Value) -> Doc {
-        let bytes = Bytes::from(serde_json::to_vec(v).unwrap_or_default());
+        Doc::from_bytes(Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+    }
+
+    fn from_bytes(bytes: Bytes) -> Doc {
         // SipHash with fixed keys: stable for a given build, which is all replicas of one release.
         let mut h = std::collections::hash_map::DefaultHasher::new();
         bytes.hash(&mut h);
@@ -54,6 +57,9 @@ pub struct Docs {
     pub group_version: Doc,
     /// `/openapi/v2`.
     pub openapi_v2: Doc,
+    /// `/openapi/v2` as gnostic's protobuf `Document` (`None` only if the JSON document used
+    /// something the conversion does not know, which its unit test rules out).
+    pub openapi_v2_pb: Option<Doc>,
     /// `/openapi/v3/apis/<group>/<version>`.
     pub openapi_v3_group: Doc,
     /// `/openapi/v3`.
@@ -95,10 +101,63 @@ impl Docs {
             group: Doc::new(&group),
             group_version: Doc::new(&gv),
             openapi_v2: Doc::new(&openapi::v2()),
+            openapi_v2_pb: match openapi_pb::encode(&openapi::v2()) {
+                Ok(b) => Some(Doc::from_bytes(Bytes::from(b))),
+                Err(e) => {
+                    tracing::error!(error = %e, "OpenAPI v2 protobuf is not served");
+                    None
+                }
+            },
             openapi_v3_root: Doc::new(&openapi::v3_root(&v3_group.hash)),
             openapi_v3_group: v3_group,
         }
     }
+}
+
+/// What `/openapi/v2` answers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V2Format {
+    /// `application/json`.
+    Json,
+    /// gnostic's protobuf `Document`.
+    Protobuf,
+}
+
+/// The Content-Type kube-openapi answers protobuf with.
+pub const OPENAPI_V2_PB_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// Negotiates `/openapi/v2` as kube-openapi does: JSON, or protobuf when asked for it (both
+/// spellings of its media type), the highest `q` first and, at equal `q`, the order given;
+/// `None` when nothing acceptable is offered (406).
+pub fn openapi_v2_format(accept: Option<&str>) -> Option<V2Format> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Some(V2Format::Json);
+    };
+    let mut ranges: Vec<(f32, usize, Option<V2Format>)> = accept
+        .split(',')
+        .enumerate()
+        .map(|(i, range)| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let format = match media.as_str() {
+                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+                | "application/com.github.proto-openapi.spec.v2.v1.0+protobuf" => {
+                    Some(V2Format::Protobuf)
+                }
+                "application/json" | "application/*" | "*/*" => Some(V2Format::Json),
+                _ => None,
+            };
+            (q, i, format)
+        })
+        .filter(|(q, _, f)| *q > 0.0 && f.is_some())
+        .collect();
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    ranges.first().and_then(|r| r.2)
 }
 
 /// Whether an `Accept` header asks for aggregated discovery v2.
@@ -165,6 +224,51 @@ pub fn redirect_to_hash(doc: &Doc) -> Response<Body> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+#[cfg(test)]
+mod openapi_v2_negotiation {
+    use super::*;
+
+    #[test]
+    fn client_go_gets_protobuf_and_everyone_else_json() {
+        let pb = Some(V2Format::Protobuf);
+        let js = Some(V2Format::Json);
+        for (accept, want) in [
+            (None, js),
+            (
+                Some("application/com.github.proto-openapi.spec.v2@v1.0+protobuf"),
+                pb,
+            ),
+            (
+                Some("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+                pb,
+            ),
+            (Some("application/json"), js),
+            (Some("*/*"), js),
+            (
+                Some(
+                    "application/json;q=0.5, application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                ),
+                pb,
+            ),
+            (
+                Some(
+                    "application/json, application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                ),
+                js,
+            ),
+            (Some("text/html"), None),
+            (Some("application/json;q=0"), None),
+        ] {
+            assert_eq!(openapi_v2_format(accept), want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn the_protobuf_document_is_built() {
+        assert!(Docs::build().openapi_v2_pb.is_some());
+    }
 }
 
 #[cfg(test)]

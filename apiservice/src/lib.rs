@@ -12,6 +12,7 @@
 //! - [`decode`]: strict/warn/ignore decoding of request bodies into the types.
 //! - [`convert`]: the Kubernetes objects <-> KFP v2beta1 REST JSON shapes.
 //! - [`manifest`]: validating files of Kubernetes manifests (the `validate` command).
+//! - [`openapi_pb`]: the OpenAPI v2 document as gnostic's protobuf message, for client-go.
 //! - [`openapi`] and [`discovery`]: the documents clients use to learn the API, generated from
 //!   the types.
 
@@ -24,6 +25,7 @@ pub mod ir;
 pub mod manifest;
 pub mod names;
 pub mod openapi;
+pub mod openapi_pb;
 pub mod resource;
 pub mod strategy;
 pub mod types;

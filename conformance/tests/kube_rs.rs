@@ -523,7 +523,7 @@ async fn a_filtered_streaming_watcher_resumes_across_compaction_from_its_bookmar
 /// What client-go 1.30+ sends to discovery endpoints (`acceptDiscoveryFormats`).
 const CLIENT_GO_DISCOVERY_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json;q=0.9";
 
-async fn get_with_accept(c: &Client, path: &str, accept: &str) -> (String, serde_json::Value) {
+async fn get_bytes(c: &Client, path: &str, accept: &str) -> (String, Vec<u8>) {
     let req = http::Request::get(path)
         .header("accept", accept)
         .body(kube::client::Body::from(Vec::new()))
@@ -540,6 +540,11 @@ async fn get_with_accept(c: &Client, path: &str, accept: &str) -> (String, serde
         .await
         .expect("body")
         .to_bytes();
+    (ct, body.to_vec())
+}
+
+async fn get_with_accept(c: &Client, path: &str, accept: &str) -> (String, serde_json::Value) {
+    let (ct, body) = get_bytes(c, path, accept).await;
     (ct, serde_json::from_slice(&body).expect("json"))
 }
 
@@ -570,4 +575,156 @@ async fn discovery_answers_client_go_in_the_aggregated_form() {
         "{ct}"
     );
     assert_eq!(legacy["kind"], "APIVersions");
+}
+
+/// client-go's `OpenAPISchema()` (Argo CD's diffing, kubectl's v2 fallback) asks `/openapi/v2`
+/// for gnostic's protobuf and `proto.Unmarshal`s it into `openapi_v2.Document`. The protobuf
+/// answer decodes as that message and says exactly what the JSON document says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_v2_is_served_as_gnostic_protobuf() {
+    use prost::Message;
+    let s = DevServer::start("kube-openapi-pb");
+    let c = client(&s).await;
+    let (ct, pb) = get_bytes(
+        &c,
+        "/openapi/v2",
+        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+    )
+    .await;
+    assert_eq!(
+        ct,
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+    let decoded = kfp_apiservice::openapi_pb::pb::Document::decode(pb.as_slice())
+        .expect("a gnostic openapi.v2.Document");
+    let (ct, json) = get_with_accept(&c, "/openapi/v2", "application/json").await;
+    assert_eq!(ct, "application/json");
+    assert_eq!(
+        decoded,
+        kfp_apiservice::openapi_pb::document(&json).expect("convertible"),
+        "the protobuf and the JSON document agree"
+    );
+    let defs = &decoded
+        .definitions
+        .as_ref()
+        .expect("definitions")
+        .additional_properties;
+    assert!(
+        defs.iter()
+            .any(|d| d.name == "org.kubeflow.pipelines.v2beta1.PipelineVersion"),
+        "the kinds' schemas are there"
+    );
+}
+
+async fn send_raw(
+    c: &Client,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    accept: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .header("accept", accept)
+        .body(kube::client::Body::from(body.as_bytes().to_vec()))
+        .expect("request");
+    let resp = c.send(req).await.expect("send");
+    let code = resp.status().as_u16();
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+/// The answers client-go's `apierrors` helpers and controllers branch on, as kube-apiserver
+/// gives them: `force` on a non-apply patch and an apply without `fieldManager` are 422
+/// `Invalid` (`IsInvalid`); deleting an object that has finalizers is 200 with the object
+/// carrying `deletionTimestamp` (not 202); the Table's `Age` column is of type `date`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_codes_and_wording_as_kube_apiserver() {
+    let s = DevServer::start("kube-status-codes");
+    let c = client(&s).await;
+    let base = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/ns/pipelines";
+    let (code, _) = send_raw(
+        &c,
+        "POST",
+        base,
+        "application/json",
+        "application/json",
+        r#"{"apiVersion":"pipelines.kubeflow.org/v2beta1","kind":"Pipeline","metadata":{"name":"p","finalizers":["example.com/keep"]},"spec":{}}"#,
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, status) = send_raw(
+        &c,
+        "PATCH",
+        &format!("{base}/p?force=true"),
+        "application/merge-patch+json",
+        "application/json",
+        r#"{"spec":{"displayName":"x"}}"#,
+    )
+    .await;
+    assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
+    assert_eq!(
+        status["message"],
+        "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+    );
+    let (code, status) = send_raw(
+        &c,
+        "PATCH",
+        &format!("{base}/p"),
+        "application/apply-patch+yaml",
+        "application/json",
+        "apiVersion: pipelines.kubeflow.org/v2beta1\nkind: Pipeline\nmetadata:\n  name: p\n",
+    )
+    .await;
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{status}"
+    );
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fieldManager: Required value")),
+        "{status}"
+    );
+    let (code, table) = send_raw(
+        &c,
+        "GET",
+        base,
+        "application/json",
+        "application/json;as=Table;g=meta.k8s.io;v=v1",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let age = table["columnDefinitions"]
+        .as_array()
+        .and_then(|cols| cols.iter().find(|c| c["name"] == "Age"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(age["type"], "date", "{table}");
+    let (code, deleted) = send_raw(
+        &c,
+        "DELETE",
+        &format!("{base}/p"),
+        "application/json",
+        "application/json",
+        "",
+    )
+    .await;
+    assert_eq!(
+        code, 200,
+        "a delete that waits for finalizers is 200, not 202"
+    );
+    assert_eq!(deleted["kind"], "Pipeline");
+    assert!(
+        deleted["metadata"]["deletionTimestamp"].is_string(),
+        "{deleted}"
+    );
 }
