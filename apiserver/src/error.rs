@@ -295,8 +295,18 @@ impl ApiError {
                 Self::too_large_resource_version(requested.0, current.0)
             }
             StoreError::Invalid(m) => Self::bad_request(m),
-            StoreError::Unavailable(m) => Self::unavailable(format!("storage is unavailable: {m}")),
-            StoreError::Internal(m) => Self::internal(m),
+            // The database's own text (SQLite, PostgreSQL, OS errors) goes to the log only: it
+            // can name files, hosts and schema, and tells a client nothing it can act on.
+            StoreError::Unavailable(m) => {
+                tracing::warn!(resource, name, cause = %m, "storage unavailable");
+                Self::unavailable("storage is unavailable; retry later")
+            }
+            StoreError::Internal(m) => {
+                tracing::error!(resource, name, cause = %m, "storage error");
+                Self::internal(
+                    "Internal error occurred: storage error (details are in the server log)",
+                )
+            }
         }
     }
 

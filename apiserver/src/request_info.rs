@@ -100,8 +100,8 @@ fn resource(method: &Method, rest: &[&str], query: &Query) -> Target {
         ["watch", rest @ ..] => (true, rest),
         _ => (false, rest),
     };
-    if matches!(rest, ["namespaces", _]) {
-        // The Namespace object itself is not served here.
+    if matches!(rest, ["namespaces", _] | ["namespaces", "", ..]) {
+        // The Namespace object itself is not served here, and `/namespaces//...` names none.
         return Target::NotFound;
     }
     let (namespace, rest) = match rest {
@@ -238,6 +238,23 @@ mod tests {
             p(Method::GET, &format!("{base}/namespaces/a")),
             Target::NotFound
         );
+        assert_eq!(
+            p(Method::GET, &format!("{base}/namespaces//pipelines")),
+            Target::NotFound,
+            "an empty namespace segment names nothing"
+        );
+        for (q, verb) in [
+            ("watch=TRUE", "watch"),
+            ("watch", "watch"),
+            ("watch=yes", "watch"),
+            ("watch=False", "list"),
+            ("watch=0", "list"),
+        ] {
+            match p(Method::GET, &format!("{base}/namespaces/a/pipelines?{q}")) {
+                Target::Resource(r) => assert_eq!(r.verb, verb, "{q}: as apimachinery reads bools"),
+                other => panic!("{q}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -9,12 +9,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::{App, Limits};
-use crate::auth::TokenAuthenticator;
+use crate::auth::{Authenticator, TokenAuthenticator, Union};
 use crate::options::ServeOptions;
 
 /// Runs the server until a signal; returns the process exit code.
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
-    let (store_url, cert, key, authn) = if opts.dev {
+    // `--token-auth-file` counts in both modes: with `--dev` its tokens are accepted beside the
+    // generated admin token (never silently ignored).
+    let file_tokens = match &opts.token_auth_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            Some(TokenAuthenticator::from_csv(&text).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    let (store_url, cert, key, mut authenticators) = if opts.dev {
         let dev = crate::dev::prepare(&opts.data_dir, &opts.listen)?;
         println!(
             "kfp-apiserver (dev): https://{} ; kubeconfig: {}",
@@ -26,12 +36,12 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             dev.kubeconfig.display()
         );
         let store = opts.store.clone().unwrap_or(dev.store_url);
-        (
-            store,
-            dev.cert,
-            dev.key,
-            TokenAuthenticator::single(&dev.token, "kfp-admin", &["system:masters"]),
-        )
+        let admin: Arc<dyn Authenticator> = Arc::new(TokenAuthenticator::single(
+            &dev.token,
+            "kfp-admin",
+            &["system:masters"],
+        ));
+        (store, dev.cert, dev.key, vec![admin])
     } else {
         let store = opts.store.clone().context(
             "--store is required without --dev (sqlite://PATH, postgres://..., mysql://...)",
@@ -44,14 +54,17 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             .tls_private_key_file
             .clone()
             .context("--tls-private-key-file is required without --dev")?;
-        let file = opts.token_auth_file.clone().context(
-            "--token-auth-file is required without --dev until delegated authentication (front proxy, TokenReview) lands",
-        )?;
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        let authn = TokenAuthenticator::from_csv(&text).map_err(anyhow::Error::msg)?;
-        (store, cert, key, authn)
+        if file_tokens.is_none() {
+            anyhow::bail!(
+                "--token-auth-file is required without --dev until delegated authentication (front proxy, TokenReview) lands"
+            );
+        }
+        (store, cert, key, Vec::new())
     };
+    if let Some(tokens) = file_tokens {
+        authenticators.push(Arc::new(tokens));
+    }
+    let authn = Union(authenticators);
     let resolver = Arc::new(kfp_certs::ReloadingResolver::new(&cert, &key)?);
     let tls = kfp_certs::server_config(resolver)?;
     let listener = TcpListener::bind(&opts.listen)

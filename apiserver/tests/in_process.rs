@@ -106,6 +106,10 @@ async fn a_database_that_is_down_gives_503_and_readyz_fails_but_the_server_answe
         Some("1")
     );
     assert!(body.contains("\"reason\":\"ServiceUnavailable\""), "{body}");
+    assert!(
+        body.contains("storage is unavailable; retry later") && !body.contains("pool"),
+        "the database's own error text stays in the log: {body}"
+    );
     let (code, _, body) = call(&app, "GET", "/readyz", "", false).await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("[-]store failed"), "{body}");

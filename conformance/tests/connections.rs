@@ -247,3 +247,38 @@ async fn unauthenticated_large_bodies_are_refused_without_being_buffered() {
         "the server buffered bodies it had refused: peak RSS grew by {grew_mib} MiB"
     );
 }
+
+/// `--token-auth-file` is honoured beside `--dev`'s generated admin token, not ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_counts_in_dev_mode_too() {
+    let file = std::env::temp_dir().join(format!("kfp-conn-tokens-{}.csv", std::process::id()));
+    std::fs::write(&file, "file-token-123,alice,u-1,\"team-a\"\n").expect("token file");
+    let dir = std::env::temp_dir().join(format!("kfp-conn-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr = format!("127.0.0.1:{}", kfp_conformance::free_port());
+    let server = DevServer::start_with(
+        dir,
+        true,
+        &addr,
+        &["--token-auth-file", file.to_str().expect("utf-8")],
+    );
+    let tls = connector(&server);
+    for (token, want) in [
+        ("file-token-123", "HTTP/1.1 200"),
+        ("wrong", "HTTP/1.1 401"),
+    ] {
+        let mut conn = connect(&server, &tls).await;
+        conn.write_all(
+            format!(
+                "GET /apis/pipelines.kubeflow.org/v2beta1/namespaces/a/pipelines HTTP/1.1\r\n\
+                 Host: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+        let answer = String::from_utf8_lossy(&until_closed(&mut conn).await).into_owned();
+        assert!(answer.starts_with(want), "{token}: {answer}");
+    }
+    let _ = std::fs::remove_file(&file);
+}

@@ -96,11 +96,25 @@ async fn get(
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     let out = accept(req)?;
+    let at = super::params::get_resource_version(&req.query)?;
     let o = app
         .registry
         .get(res, namespace(rr), name(rr))
         .await
         .map_err(reg)?;
+    if let kfp_storage::ReadAt::NotOlderThan(want) = at
+        && want > o.revision
+    {
+        // The object's revision is at most the store's; only a newer store can say more.
+        let current = app
+            .store
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::from_store(e, res.plural, name(rr)))?;
+        if want > current {
+            return Err(ApiError::too_large_resource_version(want.0, current.0));
+        }
+    }
     Ok(json_response(
         StatusCode::OK,
         output::object(res, &o.data, out)?,
@@ -302,17 +316,10 @@ fn delete_options(req: &Req) -> Result<(DeleteOptions, bool), ApiError> {
             ApiError::bad_request(format!("invalid preconditions.resourceVersion {s:?}"))
         })?),
     };
-    let flag = |name: &str| -> Result<Option<bool>, ApiError> {
-        match req.query.get(name) {
-            None | Some("") => Ok(None),
-            Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(v) => Err(ApiError::bad_request(format!(
-                "invalid value for {name}: {v:?}"
-            ))),
-        }
-    };
-    let orphan = body.orphan_dependents.or(flag("orphanDependents")?);
+    let orphan = body.orphan_dependents.or(req
+        .query
+        .get("orphanDependents")
+        .map(|_| req.query.flag("orphanDependents")));
     let policy = body
         .propagation_policy
         .or_else(|| req.query.get("propagationPolicy").map(str::to_owned));

@@ -39,21 +39,29 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `watch=true|1`.
+    /// `watch`, read as kube-apiserver reads every boolean query parameter.
     pub fn watch(&self) -> bool {
-        matches!(self.get("watch"), Some("true" | "1" | "True"))
+        self.flag("watch")
     }
 
-    fn flag(&self, key: &str) -> Result<bool, ApiError> {
+    /// A boolean query parameter as apimachinery's `Convert_Slice_string_To_bool` reads it:
+    /// absent is false; `0` and `false` (any case) are false; anything else — `TRUE`, `yes`,
+    /// an empty value (`?watch`) — is true.
+    pub fn flag(&self, key: &str) -> bool {
         match self.get(key) {
-            None | Some("") | Some("false") | Some("0") | Some("False") => Ok(false),
-            Some("true") | Some("1") | Some("True") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "invalid value for {key}: {other:?}"
-            ))),
+            None => false,
+            Some(v) => !(v == "0" || v.eq_ignore_ascii_case("false")),
         }
     }
 }
+
+/// The largest page a list asks the store for: far above any real collection, and small enough
+/// that the store's `LIMIT n + 1` cannot overflow.
+pub const MAX_LIMIT: usize = 1 << 40;
+
+/// The longest watch `timeoutSeconds` is taken to ask for (a year); larger values mean "as long
+/// as possible", never an overflowing deadline.
+pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The default field manager: the User-Agent up to its first `/`, as kube-apiserver does.
 pub fn default_manager(user_agent: Option<&str>) -> String {
@@ -89,6 +97,15 @@ pub struct ListOptions {
     pub timeout: Option<Duration>,
 }
 
+/// `resourceVersion` of a GET: "" and "0" read the current state; `N` any state at least as
+/// new as N (the current one, or 504 when the store has not reached N).
+pub fn get_resource_version(q: &Query) -> Result<ReadAt, ApiError> {
+    match q.get("resourceVersion").unwrap_or_default() {
+        "" | "0" => Ok(ReadAt::Latest),
+        rv => parse_rv(rv).map(ReadAt::NotOlderThan),
+    }
+}
+
 fn parse_rv(s: &str) -> Result<Revision, ApiError> {
     Revision::parse(s).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -110,7 +127,7 @@ impl ListOptions {
         let limit = match q.get("limit") {
             None | Some("") => None,
             Some(l) => match l.parse::<i64>() {
-                Ok(n) if n > 0 => Some(n as usize),
+                Ok(n) if n > 0 => Some((n as u64).min(MAX_LIMIT as u64) as usize),
                 Ok(_) => None,
                 Err(_) => return Err(ApiError::bad_request(format!("invalid limit {l:?}"))),
             },
@@ -121,8 +138,8 @@ impl ListOptions {
             .map(str::to_owned);
         let resource_version = q.get("resourceVersion").unwrap_or_default().to_owned();
         let rv_match = q.get("resourceVersionMatch").unwrap_or_default();
-        let send_initial_events = q.flag("sendInitialEvents")?;
-        let bookmarks = q.flag("allowWatchBookmarks")?;
+        let send_initial_events = q.flag("sendInitialEvents");
+        let bookmarks = q.flag("allowWatchBookmarks");
         let mut invalid = Vec::new();
         if !matches!(rv_match, "" | "NotOlderThan" | "Exact") {
             invalid.push(format!(
@@ -152,17 +169,27 @@ impl ListOptions {
         if !invalid.is_empty() {
             return Err(ApiError::invalid_list_options(invalid));
         }
+        if !watch && continue_token.is_some() && !matches!(resource_version.as_str(), "" | "0") {
+            // kube-apiserver's storage refuses this before reading (etcd3 GetList).
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
         let at = match (resource_version.as_str(), rv_match) {
             ("" | "0", _) => ReadAt::Latest,
             (rv, "Exact") => ReadAt::Exact(parse_rv(rv)?),
             (rv, _) => ReadAt::NotOlderThan(parse_rv(rv)?),
         };
-        let timeout = match q.get("timeoutSeconds") {
-            None | Some("") => None,
-            Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("invalid timeoutSeconds {t:?}"))
-            })?)),
-        };
+        let timeout =
+            match q.get("timeoutSeconds") {
+                None | Some("") => None,
+                Some(t) => Some(
+                    Duration::from_secs(t.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid timeoutSeconds {t:?}"))
+                    })?)
+                    .min(MAX_WATCH_TIMEOUT),
+                ),
+            };
         Ok(ListOptions {
             labels,
             fields,
@@ -218,7 +245,7 @@ impl WriteOptions {
                     q.get("fieldValidation").unwrap_or_default()
                 ))
             })?;
-        let force = q.flag("force")?;
+        let force = q.flag("force");
         if force && !is_apply {
             invalid.push("force: Forbidden: may not be specified for non-apply patch".to_owned());
         }
