@@ -215,3 +215,34 @@ async fn empty_namespace_segments_and_boolean_spellings_route_as_kube_apiserver_
     assert_eq!(code, 200);
     assert!(body.contains("\"kind\":\"PipelineList\""), "{body}");
 }
+
+/// The body that used to occupy the server for more than a minute (`a: [[[...` as YAML) is
+/// refused at once, before the YAML parser's quadratic path, with the list unchanged.
+#[tokio::test]
+async fn deeply_nested_yaml_is_refused_at_once() {
+    let (app, _store, _tx, _) = seeded("yaml-depth").await;
+    let (_, _, before) = call(&app, "GET", BASE, Value::Null).await;
+    let body = format!(
+        "apiVersion: pipelines.kubeflow.org/v2beta1\nkind: Pipeline\nmetadata:\n  name: deep\nspec:\n  displayName: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri(BASE)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/yaml")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let resp = AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), 400);
+    let text = resp.into_body().collect().await.expect("body").to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("nested deeper than 128 levels"), "{text}");
+    let (_, _, after) = call(&app, "GET", BASE, Value::Null).await;
+    let items = |s: &str| serde_json::from_str::<Value>(s).expect("json")["items"].clone();
+    assert_eq!(items(&before), items(&after), "nothing was written");
+}

@@ -61,6 +61,7 @@ pub fn read_documents(bytes: &[u8]) -> Result<Vec<Document>, ReadError> {
     {
         return Ok(vec![Document { index: 1, value }]);
     }
+    flow_depth_within(text, MAX_FLOW_DEPTH)?;
     let mut docs = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
@@ -75,6 +76,85 @@ pub fn read_documents(bytes: &[u8]) -> Result<Vec<Document>, ReadError> {
         }
     }
     Ok(docs)
+}
+
+/// The deepest nesting of flow collections (`[`, `{`) accepted: the parser's own recursion limit.
+pub const MAX_FLOW_DEPTH: usize = 128;
+
+/// One linear pass over the text, before the YAML parser sees it, that refuses flow collections
+/// nested deeper than `limit`. libyaml's scanner re-checks every open flow level on every token
+/// and serde_norway scans the whole document before building it, so `a: [[[[...` costs the
+/// square of its length (200 KB took more than a minute) although it is refused at depth 128
+/// in the end. Quoted scalars and comments are skipped; brackets inside block scalars are
+/// counted, which can only refuse a document whose text nests brackets past the limit.
+fn flow_depth_within(text: &str, limit: usize) -> Result<(), ReadError> {
+    #[derive(PartialEq)]
+    enum In {
+        Plain,
+        Single,
+        Double,
+        Comment,
+    }
+    let mut state = In::Plain;
+    let mut depth = 0usize;
+    let (mut line, mut column, mut document) = (1usize, 0usize, 1usize);
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column += 1;
+        match state {
+            In::Plain => match c {
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return Err(ReadError::Syntax {
+                            document,
+                            message: format!(
+                                "flow collections nested deeper than {limit} levels at line \
+                                 {line} column {column}"
+                            ),
+                        });
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                '#' if prev.is_whitespace() => state = In::Comment,
+                '\'' | '"' if prev.is_whitespace() || matches!(prev, '[' | '{' | ',' | ':') => {
+                    state = if c == '"' { In::Double } else { In::Single };
+                }
+                _ => {}
+            },
+            In::Single if c == '\'' => {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    column += 1;
+                } else {
+                    state = In::Plain;
+                }
+            }
+            In::Double if c == '\\' => {
+                if chars.next() == Some('\n') {
+                    line += 1;
+                    column = 0;
+                } else {
+                    column += 1;
+                }
+            }
+            In::Double if c == '"' => state = In::Plain,
+            In::Comment if c == '\n' => state = In::Plain,
+            _ => {}
+        }
+        if c == '\n' {
+            line += 1;
+            column = 0;
+            if state == In::Plain && chars.clone().take(3).eq("---".chars()) {
+                // A new document starts; the flow depth of a broken one does not carry over.
+                document += 1;
+                depth = 0;
+            }
+        }
+        prev = c;
+    }
+    Ok(())
 }
 
 /// A JSON value deserialized from YAML that refuses duplicate mapping keys (YAML 1.2 and Go's
@@ -160,6 +240,45 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_the_parser_sees_it() {
+        for text in [
+            format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000)),
+            format!("a: {}", "{x: ".repeat(50_000)),
+            format!("[{}", "[".repeat(200)),
+        ] {
+            match read_documents(text.as_bytes()) {
+                Err(ReadError::Syntax {
+                    document: 1,
+                    message,
+                }) => assert!(
+                    message.contains("nested deeper than 128 levels"),
+                    "{message}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn brackets_in_strings_comments_and_block_scalars_do_not_count() {
+        let deep = "[".repeat(300);
+        let text = format!(
+            "a: \"{deep}\"\nb: '{deep} it''s'\n# {deep}\nc: |\n  [[ -f x ]] && echo \"it's\"\nd: [1, [2, [3]]]\n"
+        );
+        let docs = read_documents(text.as_bytes()).expect("valid YAML");
+        assert_eq!(docs[0].value["a"], serde_json::json!(deep));
+        assert_eq!(docs[0].value["d"], serde_json::json!([1, [2, [3]]]));
+        // The depth of one document does not carry over into the next.
+        let half = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let two = format!("a: {}\n---\nb: {}\n", half(100), half(100));
+        assert_eq!(
+            read_documents(two.as_bytes()).expect("two documents").len(),
+            2
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -183,20 +183,31 @@ fn media_type(req: &Req) -> String {
 }
 
 /// Reads a request body as JSON (also accepting YAML for `application/yaml`).
-fn body_json(req: &Req) -> Result<Value, ApiError> {
+async fn body_json(req: &Req) -> Result<Value, ApiError> {
     match media_type(req).as_str() {
         "application/json" | "" | "*/*" => serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}"))),
-        "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_one(&req.body),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_one(&req.body).await,
         other => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
         ))),
     }
 }
 
-fn yaml_one(body: &[u8]) -> Result<Value, ApiError> {
-    let docs = kfp_apiservice::yaml::read_documents(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+/// YAML bodies above this are parsed on the blocking pool: the parser is linear but slow
+/// (about a second per MiB), and a request worker must not stall `/healthz` meanwhile.
+const INLINE_YAML_BYTES: usize = 64 << 10;
+
+async fn yaml_one(body: &bytes::Bytes) -> Result<Value, ApiError> {
+    let parsed = if body.len() <= INLINE_YAML_BYTES {
+        kfp_apiservice::yaml::read_documents(body)
+    } else {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || kfp_apiservice::yaml::read_documents(&body))
+            .await
+            .map_err(|e| ApiError::internal(format!("parsing the YAML body failed: {e}")))?
+    };
+    let docs = parsed.map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     let mut docs = docs.into_iter();
     match (docs.next(), docs.next()) {
         (Some(d), None) => Ok(d.value),
@@ -229,7 +240,7 @@ async fn create(
         &req,
         WriteOptions::parse(&req.query, "CreateOptions", false)?,
     );
-    let body = body_json(&req)?;
+    let body = body_json(&req).await?;
     let w = app
         .registry
         .create(res, namespace(rr), body, &opts)
@@ -249,7 +260,7 @@ async fn update(
         &req,
         WriteOptions::parse(&req.query, "UpdateOptions", false)?,
     );
-    let body = body_json(&req)?;
+    let body = body_json(&req).await?;
     let w = app
         .registry
         .update(res, namespace(rr), name(rr), body, &opts, status)
@@ -258,7 +269,7 @@ async fn update(
     Ok(json_response(StatusCode::OK, w.object, &w.warnings))
 }
 
-fn parse_patch(req: &Req) -> Result<Patch, ApiError> {
+async fn parse_patch(req: &Req) -> Result<Patch, ApiError> {
     match media_type(req).as_str() {
         "application/json-patch+json" => serde_json::from_slice(&req.body)
             .map(Patch::Json)
@@ -266,7 +277,7 @@ fn parse_patch(req: &Req) -> Result<Patch, ApiError> {
         "application/merge-patch+json" => serde_json::from_slice(&req.body)
             .map(Patch::Merge)
             .map_err(|e| ApiError::bad_request(format!("error decoding merge patch: {e}"))),
-        "application/apply-patch+yaml" => yaml_one(&req.body).map(Patch::Apply),
+        "application/apply-patch+yaml" => yaml_one(&req.body).await.map(Patch::Apply),
         media => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {media})"
         ))),
@@ -280,7 +291,7 @@ async fn patch(
     req: Req,
     status: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let patch = parse_patch(&req)?;
+    let patch = parse_patch(&req).await?;
     let is_apply = matches!(patch, Patch::Apply(_));
     let opts = write_options(
         &req,
