@@ -82,6 +82,9 @@ pub struct ServeOptions {
     /// Seconds between compactions.
     #[arg(long, default_value_t = 60)]
     pub compaction_interval_seconds: u64,
+    /// Seconds between sweeps that delete dependents whose owner is gone (one runs at start).
+    #[arg(long, default_value_t = 60)]
+    pub gc_interval_seconds: u64,
 }
 
 /// Log output format.

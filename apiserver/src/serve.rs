@@ -99,6 +99,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let app = App::new(store.clone(), authn, rx.clone(), limits);
+    let collector = app
+        .registry
+        .spawn_collector(Duration::from_secs(opts.gc_interval_seconds.max(1)));
     tracing::info!(listen = %opts.listen, store = %redact(&store_url), "serving");
     let server = tokio::spawn(crate::server::run(listener, tls, app, rx));
     crate::server::signal().await;
@@ -107,6 +110,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(c) = compaction {
         c.abort();
     }
+    collector.abort();
     store.close().await;
     Ok(())
 }

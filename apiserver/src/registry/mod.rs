@@ -124,6 +124,7 @@ pub struct Deleted {
 }
 
 /// The registry over a store.
+#[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
 }
@@ -397,16 +398,162 @@ impl Registry {
                 warnings,
             });
         }
+        let key = Key::new(res.plural, ns, &prepared.name);
         let stored = self
             .store
-            .create(&Key::new(res.plural, ns, &prepared.name), prepared.object)
+            .create(&key, prepared.object)
             .await
             .map_err(|e| RegistryError::store(e, res.plural, &prepared.name))?;
+        if let Parent::Found(p) = &parent {
+            self.recheck_parent(res, ns, p, &stored).await?;
+        }
         Ok(Written {
             object: stored.data,
             created: true,
             warnings,
         })
+    }
+
+    /// A dependent created while its parent was being deleted must not outlive it: the
+    /// parent's cascade lists dependents after the parent is gone, so a create that committed
+    /// after that list sees the parent gone here, takes its own object back and is refused.
+    /// (A crash in between leaves an orphan for [`Registry::collect_orphans`].)
+    async fn recheck_parent(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        parent: &Value,
+        created: &Object,
+    ) -> Result<()> {
+        let Some(parent_res) = res.strategy.parent_resource() else {
+            return Ok(());
+        };
+        let name = parent
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let uid = parent.pointer("/metadata/uid").and_then(Value::as_str);
+        let alive = match self.store.get(&Key::new(parent_res, ns, name)).await {
+            Ok(now) => Some(now.uid.as_str()) == uid && !deleting(&json(&now, parent_res)?),
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(RegistryError::store(e, parent_res, name)),
+        };
+        if alive {
+            return Ok(());
+        }
+        let pre = Preconditions {
+            uid: Some(created.uid.clone()),
+            resource_version: None,
+        };
+        match self.store.delete(&created.key, &pre).await {
+            Ok(_) | Err(StoreError::NotFound(_)) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(RegistryError::store(e, res.plural, &created.key.name)),
+        }
+        Err(RegistryError::Forbidden {
+            resource: res.plural,
+            name: String::new(),
+            message: format!(
+                "unable to create a new {} because its owner {name:?} is being deleted",
+                res.kind
+            ),
+        })
+    }
+
+    /// Runs [`Registry::collect_orphans`] now and then every `interval`, until the task is
+    /// aborted; failures are logged and retried at the next round.
+    pub fn spawn_collector(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let registry = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match registry.collect_orphans().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(collected = n, "deleted dependents whose owner is gone")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "collecting orphaned dependents failed; will retry")
+                    }
+                }
+            }
+        })
+    }
+
+    /// Deletes dependents whose owner no longer exists (by the owner uid in their owner label),
+    /// as kube's garbage collector does: what a crash between an owner's delete and its
+    /// cascade, or any race the request path missed, leaves behind. Each dependent is deleted
+    /// as [`Registry::delete`] does (its own finalizers honoured). Returns how many went.
+    pub async fn collect_orphans(&self) -> Result<usize> {
+        let mut collected = 0;
+        for owner in kfp_apiservice::resource::RESOURCES {
+            for dep in owner.dependents {
+                let Some(dep_res) = Resource::by_plural(dep.resource) else {
+                    continue;
+                };
+                let mut known: std::collections::HashMap<String, bool> = Default::default();
+                let mut req = ListRequest {
+                    resource: dep.resource.to_owned(),
+                    labels: LabelSelector::parse(dep.owner_label)
+                        .map_err(|e| RegistryError::BadRequest(e.to_string()))?,
+                    limit: Some(500),
+                    ..Default::default()
+                };
+                loop {
+                    let page = self.list(dep_res, &req).await?;
+                    for o in &page.items {
+                        let v = json(o, dep_res.plural)?;
+                        let Some(owner_uid) = v
+                            .pointer("/metadata/labels")
+                            .and_then(|l| l.get(dep.owner_label))
+                            .and_then(Value::as_str)
+                        else {
+                            continue;
+                        };
+                        let exists = match known.get(owner_uid) {
+                            Some(e) => *e,
+                            None => {
+                                let e = match self.store.get_by_uid(owner.plural, owner_uid).await {
+                                    Ok(_) => true,
+                                    Err(StoreError::NotFound(_)) => false,
+                                    Err(e) => {
+                                        return Err(RegistryError::store(e, owner.plural, ""));
+                                    }
+                                };
+                                known.insert(owner_uid.to_owned(), e);
+                                e
+                            }
+                        };
+                        if exists {
+                            continue;
+                        }
+                        let opts = DeleteOptions {
+                            preconditions: Preconditions {
+                                uid: Some(o.uid.clone()),
+                                resource_version: None,
+                            },
+                            ..Default::default()
+                        };
+                        match self
+                            .delete(dep_res, &o.key.namespace, &o.key.name, &opts)
+                            .await
+                        {
+                            Ok(_) => collected += 1,
+                            Err(
+                                RegistryError::NotFound { .. } | RegistryError::Conflict { .. },
+                            ) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    match page.continue_token {
+                        Some(t) => req.continue_token = Some(t),
+                        None => break,
+                    }
+                }
+            }
+        }
+        Ok(collected)
     }
 
     /// Replaces an object (PUT) or its status.

@@ -1,4 +1,4 @@
-//! What the in-process suites share: an app over a fresh SQLite store.
+//! What the in-process suites share: an app over a fresh SQLite store, or over any store URL.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use kfp_storage::{SqlStore, Store};
 
 /// The app (accepting `token` for an admin in `groups`), its store, and the shutdown sender
 /// (kept alive by the caller).
+#[allow(dead_code)]
 pub async fn sqlite_app(
     name: &str,
     token: &str,
@@ -31,4 +32,55 @@ pub async fn sqlite_app(
         limits,
     );
     (app, store, tx)
+}
+
+/// The app over the store at `url` (any backend `kfp_storage::open` knows), with the admin
+/// token, and the shutdown sender.
+#[allow(dead_code)]
+pub async fn app_on(
+    url: &str,
+    token: &str,
+) -> (Arc<App>, Arc<dyn Store>, tokio::sync::watch::Sender<bool>) {
+    let backend = kfp_storage::open(kfp_apiserver::store::config(url))
+        .await
+        .expect("store");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let app = App::new(
+        backend.store.clone(),
+        TokenAuthenticator::single(token, "admin", &["system:masters"]),
+        rx,
+        Limits::default(),
+    );
+    (app, backend.store, tx)
+}
+
+/// Store URLs to run a suite on: a fresh SQLite file always; a fresh PostgreSQL database when
+/// `KFP_TEST_POSTGRES_URL` names a server (scripts/test starts one; with
+/// `KFP_TEST_REQUIRE_ALL_BACKENDS=1` a missing server is a failure).
+#[allow(dead_code)]
+pub async fn store_urls(name: &str) -> Vec<(&'static str, String)> {
+    let dir = std::env::temp_dir().join(format!("kfp-in-process-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut out = vec![("sqlite", format!("sqlite://{}/store.db", dir.display()))];
+    match std::env::var("KFP_TEST_POSTGRES_URL") {
+        Ok(base) if !base.is_empty() => {
+            use sqlx::Connection;
+            sqlx::any::install_default_drivers();
+            let db = format!("kfp_a_{}_{}", name.replace('-', "_"), std::process::id());
+            let mut conn = sqlx::AnyConnection::connect(&base)
+                .await
+                .expect("PostgreSQL test server");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+                .execute(&mut conn)
+                .await
+                .expect("create database");
+            let (prefix, _) = base.rsplit_once('/').expect("URL ends with /DBNAME");
+            out.push(("postgres", format!("{prefix}/{db}")));
+        }
+        _ if std::env::var("KFP_TEST_REQUIRE_ALL_BACKENDS").as_deref() == Ok("1") => {
+            panic!("KFP_TEST_POSTGRES_URL is not set but KFP_TEST_REQUIRE_ALL_BACKENDS=1")
+        }
+        _ => eprintln!("note: KFP_TEST_POSTGRES_URL not set; PostgreSQL not tested"),
+    }
+    out
 }

@@ -1,0 +1,180 @@
+//! Deleting a Pipeline while versions are being created under it, on SQLite and PostgreSQL:
+//! when the delete has completed and every create has answered, no version of it is left —
+//! each was either refused or collected. And dependents left behind by an owner deleted
+//! without its cascade (a crash in between) are collected by the registry's sweep.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use kfp_apiserver::app::{App, AppService};
+use kfp_storage::{Key, Preconditions};
+use serde_json::{Value, json};
+use tower::Service;
+
+const TOKEN: &str = "race-token";
+const P: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/race/pipelines";
+const V: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/race/pipelineversions";
+
+async fn call(app: &Arc<App>, method: &str, uri: &str, body: Option<&Value>) -> (u16, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(Value::to_string).unwrap_or_default(),
+        )))
+        .expect("request");
+    let resp = AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn spec() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/hello_world.yaml"
+    );
+    let docs =
+        kfp_apiservice::yaml::read_documents(&std::fs::read(path).expect("corpus")).expect("yaml");
+    docs.into_iter().next().expect("a document").value
+}
+
+fn version(name: &str) -> Value {
+    json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "PipelineVersion",
+        "metadata": {"name": name}, "spec": {"pipelineName": "p", "pipelineSpec": spec()}})
+}
+
+async fn versions_of(app: &Arc<App>, uid: &str) -> Vec<String> {
+    let (_, list) = call(
+        app,
+        "GET",
+        &format!("{V}?labelSelector=pipelines.kubeflow.org%2Fpipeline-id%3D{uid}"),
+        None,
+    )
+    .await;
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn versions_created_during_their_pipelines_delete_are_all_gone_or_refused() {
+    for (backend, url) in common::store_urls("cascade-race").await {
+        let (app, _store, _shutdown) = common::app_on(&url, TOKEN).await;
+        for round in 0..3 {
+            let (code, p) = call(
+                &app,
+                "POST",
+                P,
+                Some(
+                    &json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
+                    "metadata": {"name": "p"}, "spec": {}}),
+                ),
+            )
+            .await;
+            assert_eq!(code, 201, "{backend}: {p}");
+            let uid = p["metadata"]["uid"].as_str().expect("uid").to_owned();
+            let mut writers = Vec::new();
+            for w in 0..4 {
+                let app = app.clone();
+                writers.push(tokio::spawn(async move {
+                    let mut codes = Vec::new();
+                    for i in 0..15 {
+                        let (code, body) = call(
+                            &app,
+                            "POST",
+                            V,
+                            Some(&version(&format!("v{round}-{w}-{i}"))),
+                        )
+                        .await;
+                        assert!(
+                            matches!(code, 201 | 403 | 422),
+                            "a create is made or refused, nothing else: {code} {body}"
+                        );
+                        codes.push(code);
+                    }
+                    codes
+                }));
+            }
+            // Let some versions in first, then delete while the writers keep going.
+            tokio::task::yield_now().await;
+            let (code, body) = call(&app, "DELETE", &format!("{P}/p"), None).await;
+            assert_eq!(code, 200, "{backend}: {body}");
+            let mut made = 0;
+            for w in writers {
+                made += w
+                    .await
+                    .expect("writer")
+                    .iter()
+                    .filter(|c| **c == 201)
+                    .count();
+            }
+            assert_eq!(
+                versions_of(&app, &uid).await,
+                Vec::<String>::new(),
+                "{backend} round {round}: {made} versions were made; none may outlive the pipeline"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_collects_versions_whose_pipeline_is_gone() {
+    for (backend, url) in common::store_urls("orphan-sweep").await {
+        let (app, store, _shutdown) = common::app_on(&url, TOKEN).await;
+        let (_, p) = call(
+            &app,
+            "POST",
+            P,
+            Some(
+                &json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
+                "metadata": {"name": "p"}, "spec": {}}),
+            ),
+        )
+        .await;
+        let uid = p["metadata"]["uid"].as_str().expect("uid").to_owned();
+        for i in 0..3 {
+            let (code, _) = call(&app, "POST", V, Some(&version(&format!("v{i}")))).await;
+            assert_eq!(code, 201);
+        }
+        // The owner goes without its cascade, as if the server died right after deleting it.
+        store
+            .delete(
+                &Key::new("pipelines", "race", "p"),
+                &Preconditions::default(),
+            )
+            .await
+            .expect("delete the owner only");
+        assert_eq!(
+            versions_of(&app, &uid).await.len(),
+            3,
+            "{backend}: left behind"
+        );
+        assert_eq!(
+            app.registry.collect_orphans().await.expect("sweep"),
+            3,
+            "{backend}"
+        );
+        assert!(
+            versions_of(&app, &uid).await.is_empty(),
+            "{backend}: collected"
+        );
+        assert_eq!(
+            app.registry.collect_orphans().await.expect("sweep"),
+            0,
+            "{backend}: nothing more"
+        );
+    }
+}
