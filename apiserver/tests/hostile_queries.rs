@@ -246,3 +246,92 @@ async fn deeply_nested_yaml_is_refused_at_once() {
     let items = |s: &str| serde_json::from_str::<Value>(s).expect("json")["items"].clone();
     assert_eq!(items(&before), items(&after), "nothing was written");
 }
+
+/// Duplicate keys in a body, as kube-apiserver judges them by `fieldValidation`: Strict refuses
+/// (400, nothing written), Warn (the default) writes the last value and warns, Ignore writes it
+/// silently — in JSON and YAML bodies and in merge patches alike.
+#[tokio::test]
+async fn duplicate_keys_are_judged_by_field_validation() {
+    let (app, _store, _tx, _) = seeded("dups").await;
+    let send = |method: &'static str, uri: String, ct: &'static str, body: String| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", ct)
+                .body(Full::new(Bytes::from(body)))
+                .expect("request");
+            let resp = AppService::new(app).call(req).await.expect("infallible");
+            let code = resp.status().as_u16();
+            let warning = resp
+                .headers()
+                .get("warning")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (code, warning, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let json = |name: &str| {
+        format!(
+            r#"{{"apiVersion":"pipelines.kubeflow.org/v2beta1","kind":"Pipeline","metadata":{{"name":"{name}"}},"spec":{{"displayName":"first","displayName":"last"}}}}"#
+        )
+    };
+    let (code, _, body) = send(
+        "POST",
+        format!("{BASE}?fieldValidation=Strict"),
+        "application/json",
+        json("strict"),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains(r#"strict decoding error: duplicate field \"spec.displayName\""#),
+        "{body}"
+    );
+    let (code, _, _) = call(&app, "GET", &format!("{BASE}/strict"), Value::Null).await;
+    assert_eq!(code, 404, "nothing was written");
+    let (code, warning, body) =
+        send("POST", BASE.to_owned(), "application/json", json("warned")).await;
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        warning.contains(r#"duplicate field \"spec.displayName\""#),
+        "{warning}"
+    );
+    assert!(body.contains(r#""displayName":"last""#), "{body}");
+    let (code, warning, _) = send(
+        "POST",
+        format!("{BASE}?fieldValidation=Ignore"),
+        "application/json",
+        json("ignored"),
+    )
+    .await;
+    assert_eq!((code, warning.as_str()), (201, ""));
+    let yaml = "apiVersion: pipelines.kubeflow.org/v2beta1\nkind: Pipeline\nmetadata:\n  name: y\nspec:\n  displayName: a\n  displayName: b\n";
+    let (code, _, body) = send(
+        "POST",
+        format!("{BASE}?fieldValidation=Strict"),
+        "application/yaml",
+        yaml.to_owned(),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, warning, _) =
+        send("POST", BASE.to_owned(), "application/yaml", yaml.to_owned()).await;
+    assert_eq!(code, 201);
+    assert!(
+        warning.contains("duplicate field"),
+        "YAML bodies warn too: {warning}"
+    );
+    let (code, _, body) = send(
+        "PATCH",
+        format!("{BASE}/a?fieldValidation=Strict"),
+        "application/merge-patch+json",
+        r#"{"spec":{"description":"x","description":"y"}}"#.to_owned(),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+}

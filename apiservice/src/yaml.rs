@@ -46,6 +46,13 @@ pub enum ReadError {
 /// Parses every document of `bytes`. Empty documents (only comments, or `---` with nothing
 /// after it) are skipped but still counted in [`Document::index`].
 pub fn read_documents(bytes: &[u8]) -> Result<Vec<Document>, ReadError> {
+    read_with(bytes, None)
+}
+
+fn read_with(
+    bytes: &[u8],
+    dups: Option<&std::cell::RefCell<Vec<String>>>,
+) -> Result<Vec<Document>, ReadError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge {
             size: bytes.len(),
@@ -59,15 +66,31 @@ pub fn read_documents(bytes: &[u8]) -> Result<Vec<Document>, ReadError> {
     if (trimmed.starts_with('{') || trimmed.starts_with('['))
         && let Ok(value) = serde_json::from_str::<serde_json::Value>(text)
     {
+        // serde_json keeps the last of duplicate keys silently; JSON gets the same rule as YAML.
+        let found = json_duplicate_fields(text.as_bytes());
+        match dups {
+            Some(d) => d.borrow_mut().extend(found),
+            None => {
+                if let Some(first) = found.into_iter().next() {
+                    return Err(ReadError::Syntax {
+                        document: 1,
+                        message: first,
+                    });
+                }
+            }
+        }
         return Ok(vec![Document { index: 1, value }]);
     }
     flow_depth_within(text, MAX_FLOW_DEPTH)?;
     let mut docs = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
         let index = i + 1;
-        let value = StrictValue::deserialize(de)
-            .map(|v| v.0)
-            .map_err(|e| ReadError::Syntax {
+        let seed = Seed {
+            path: String::new(),
+            dups,
+        };
+        let value =
+            serde::de::DeserializeSeed::deserialize(seed, de).map_err(|e| ReadError::Syntax {
                 document: index,
                 message: e.to_string(),
             })?;
@@ -157,20 +180,56 @@ fn flow_depth_within(text: &str, limit: usize) -> Result<(), ReadError> {
     Ok(())
 }
 
-/// A JSON value deserialized from YAML that refuses duplicate mapping keys (YAML 1.2 and Go's
-/// yaml.v3 forbid them; silently keeping the last one would hide a user's mistake) and turns
-/// scalar keys (`1: x`) into strings, as Kubernetes' YAML-to-JSON conversion does.
+/// Reads a YAML value into JSON, turning scalar keys (`1: x`) into strings as Kubernetes'
+/// YAML-to-JSON conversion does. A duplicate mapping key is refused (YAML 1.2 and Go's yaml.v3
+/// forbid them; silently keeping one would hide a mistake), or, with `dups`, recorded as
+/// `duplicate field "a.b"` with the last value kept — for request bodies, where the
+/// `fieldValidation` mode decides (kube-apiserver: Strict refuses, Warn warns, Ignore keeps).
+struct Seed<'a> {
+    path: String,
+    dups: Option<&'a std::cell::RefCell<Vec<String>>>,
+}
+
+impl Seed<'_> {
+    fn child(&self, segment: &str) -> Self {
+        let path = if self.path.is_empty() {
+            segment.to_owned()
+        } else if segment.starts_with('[') {
+            format!("{}{segment}", self.path)
+        } else {
+            format!("{}.{segment}", self.path)
+        };
+        Seed {
+            path,
+            dups: self.dups,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Seed<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// The whole value, refusing duplicate keys (files).
 struct StrictValue(serde_json::Value);
 
 impl<'de> Deserialize<'de> for StrictValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
+        use serde::de::DeserializeSeed;
+        Seed {
+            path: String::new(),
+            dups: None,
+        }
+        .deserialize(d)
+        .map(StrictValue)
     }
 }
 
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+impl<'de> serde::de::Visitor<'de> for Seed<'_> {
     type Value = serde_json::Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -203,11 +262,11 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         Ok(serde_json::Value::Null)
     }
     fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(StrictVisitor)
+        d.deserialize_any(self)
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(self.child(&format!("[{}]", items.len())))? {
             items.push(v);
         }
         Ok(serde_json::Value::Array(items))
@@ -226,11 +285,19 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
                     ));
                 }
             };
-            let StrictValue(value) = map.next_value()?;
+            let child = self.child(&key);
+            let value = map.next_value_seed(child)?;
             if out.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!(
-                    "duplicate mapping key \"{key}\""
-                )));
+                match self.dups {
+                    Some(dups) => dups
+                        .borrow_mut()
+                        .push(format!("duplicate field \"{}\"", self.child(&key).path)),
+                    None => {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate mapping key \"{key}\""
+                        )));
+                    }
+                }
             }
             out.insert(key, value);
         }
@@ -238,8 +305,65 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
+/// The duplicate keys of a JSON text, as `duplicate field "a.b"` (in document order). Text that
+/// is not JSON has none; the caller's parse reports it.
+pub fn json_duplicate_fields(bytes: &[u8]) -> Vec<String> {
+    json_reporting_duplicates(bytes)
+        .map(|(_, d)| d)
+        .unwrap_or_default()
+}
+
+/// Parses one JSON value (serde_json's syntax and limits), recording duplicate keys as
+/// `duplicate field "a.b"` with the last value kept, for the `fieldValidation` mode to judge.
+pub fn json_reporting_duplicates(
+    bytes: &[u8],
+) -> Result<(serde_json::Value, Vec<String>), serde_json::Error> {
+    let dups = std::cell::RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let seed = Seed {
+        path: String::new(),
+        dups: Some(&dups),
+    };
+    let value = serde::de::DeserializeSeed::deserialize(seed, &mut de)?;
+    de.end()?;
+    Ok((value, dups.into_inner()))
+}
+
+/// Parses every document as [`read_documents`] does, but records duplicate mapping keys
+/// (`duplicate field "spec.x"`, the last value kept) instead of refusing them: for request
+/// bodies, whose `fieldValidation` decides what a duplicate means.
+pub fn read_documents_reporting_duplicates(
+    bytes: &[u8],
+) -> Result<(Vec<Document>, Vec<String>), ReadError> {
+    let dups = std::cell::RefCell::new(Vec::new());
+    let docs = read_with(bytes, Some(&dups))?;
+    Ok((docs, dups.into_inner()))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn duplicates_are_refused_in_files_and_reported_in_bodies() {
+        let yaml = b"a: 1\nspec:\n  x: 1\n  x: 2\nitems:\n- k: 1\n  k: 2\n";
+        assert!(read_documents(yaml).is_err(), "files: an error");
+        let (docs, dups) = read_documents_reporting_duplicates(yaml).expect("parses");
+        assert_eq!(
+            dups,
+            vec![
+                "duplicate field \"spec.x\"",
+                "duplicate field \"items[0].k\""
+            ]
+        );
+        assert_eq!(docs[0].value["spec"]["x"], 2, "the last value is kept");
+        let json = br#"{"spec": {"displayName": "a", "displayName": "b"}}"#;
+        assert!(read_documents(json).is_err(), "JSON files too");
+        let (v, dups) = json_reporting_duplicates(json).expect("parses");
+        assert_eq!(dups, vec!["duplicate field \"spec.displayName\""]);
+        assert_eq!(v["spec"]["displayName"], "b");
+        assert!(json_reporting_duplicates(b"{} trailing").is_err());
+        assert!(json_duplicate_fields(br#"{"a": [1, {"b": 1}]}"#).is_empty());
+    }
 
     #[test]
     fn deep_flow_nesting_is_refused_before_the_parser_sees_it() {

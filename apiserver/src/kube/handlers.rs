@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
+use kfp_apiservice::decode::FieldValidation;
 use kfp_apiservice::resource::Resource;
 use kfp_storage::{ListRequest, Preconditions, Revision, StoreError};
 use serde_json::Value;
@@ -183,10 +184,33 @@ fn media_type(req: &Req) -> String {
 }
 
 /// Reads a request body as JSON (also accepting YAML for `application/yaml`).
-async fn body_json(req: &Req) -> Result<Value, ApiError> {
+/// A decoded body and its duplicate keys (`duplicate field "a.b"`, the last value kept).
+struct DecodedBody {
+    value: Value,
+    duplicates: Vec<String>,
+}
+
+impl DecodedBody {
+    /// Applies `fieldValidation` to the duplicates as kube-apiserver does: Strict refuses
+    /// (400), Warn returns them as warnings, Ignore drops them.
+    fn judged(self, fv: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
+        match fv {
+            FieldValidation::Strict if !self.duplicates.is_empty() => Err(ApiError::bad_request(
+                format!("strict decoding error: {}", self.duplicates.join(", ")),
+            )),
+            FieldValidation::Warn => Ok((self.value, self.duplicates)),
+            _ => Ok((self.value, Vec::new())),
+        }
+    }
+}
+
+async fn body_json(req: &Req) -> Result<DecodedBody, ApiError> {
     match media_type(req).as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}"))),
+        "application/json" | "" | "*/*" => {
+            kfp_apiservice::yaml::json_reporting_duplicates(&req.body)
+                .map(|(value, duplicates)| DecodedBody { value, duplicates })
+                .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
+        }
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_one(&req.body).await,
         other => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other})"
@@ -198,19 +222,25 @@ async fn body_json(req: &Req) -> Result<Value, ApiError> {
 /// (about a second per MiB), and a request worker must not stall `/healthz` meanwhile.
 const INLINE_YAML_BYTES: usize = 64 << 10;
 
-async fn yaml_one(body: &bytes::Bytes) -> Result<Value, ApiError> {
+async fn yaml_one(body: &bytes::Bytes) -> Result<DecodedBody, ApiError> {
     let parsed = if body.len() <= INLINE_YAML_BYTES {
-        kfp_apiservice::yaml::read_documents(body)
+        kfp_apiservice::yaml::read_documents_reporting_duplicates(body)
     } else {
         let body = body.clone();
-        tokio::task::spawn_blocking(move || kfp_apiservice::yaml::read_documents(&body))
-            .await
-            .map_err(|e| ApiError::internal(format!("parsing the YAML body failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            kfp_apiservice::yaml::read_documents_reporting_duplicates(&body)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("parsing the YAML body failed: {e}")))?
     };
-    let docs = parsed.map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let (docs, duplicates) =
+        parsed.map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     let mut docs = docs.into_iter();
     match (docs.next(), docs.next()) {
-        (Some(d), None) => Ok(d.value),
+        (Some(d), None) => Ok(DecodedBody {
+            value: d.value,
+            duplicates,
+        }),
         (None, _) => Err(ApiError::bad_request("the request body is empty")),
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "the request body holds more than one YAML document",
@@ -240,13 +270,14 @@ async fn create(
         &req,
         WriteOptions::parse(&req.query, "CreateOptions", false)?,
     );
-    let body = body_json(&req).await?;
+    let (body, mut warnings) = body_json(&req).await?.judged(opts.field_validation)?;
     let w = app
         .registry
         .create(res, namespace(rr), body, &opts)
         .await
         .map_err(reg)?;
-    Ok(json_response(StatusCode::CREATED, w.object, &w.warnings))
+    warnings.extend(w.warnings);
+    Ok(json_response(StatusCode::CREATED, w.object, &warnings))
 }
 
 async fn update(
@@ -260,24 +291,33 @@ async fn update(
         &req,
         WriteOptions::parse(&req.query, "UpdateOptions", false)?,
     );
-    let body = body_json(&req).await?;
+    let (body, mut warnings) = body_json(&req).await?.judged(opts.field_validation)?;
     let w = app
         .registry
         .update(res, namespace(rr), name(rr), body, &opts, status)
         .await
         .map_err(reg)?;
-    Ok(json_response(StatusCode::OK, w.object, &w.warnings))
+    warnings.extend(w.warnings);
+    Ok(json_response(StatusCode::OK, w.object, &warnings))
 }
 
-async fn parse_patch(req: &Req) -> Result<Patch, ApiError> {
+/// The patch and the warnings its duplicate keys give under `fv` (merge and apply patches are
+/// objects; a JSON patch is a list of operations).
+async fn parse_patch(req: &Req, fv: FieldValidation) -> Result<(Patch, Vec<String>), ApiError> {
     match media_type(req).as_str() {
         "application/json-patch+json" => serde_json::from_slice(&req.body)
-            .map(Patch::Json)
+            .map(|p| (Patch::Json(p), Vec::new()))
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}"))),
-        "application/merge-patch+json" => serde_json::from_slice(&req.body)
-            .map(Patch::Merge)
-            .map_err(|e| ApiError::bad_request(format!("error decoding merge patch: {e}"))),
-        "application/apply-patch+yaml" => yaml_one(&req.body).await.map(Patch::Apply),
+        "application/merge-patch+json" => {
+            let (value, duplicates) = kfp_apiservice::yaml::json_reporting_duplicates(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding merge patch: {e}")))?;
+            let (value, warnings) = DecodedBody { value, duplicates }.judged(fv)?;
+            Ok((Patch::Merge(value), warnings))
+        }
+        "application/apply-patch+yaml" => {
+            let (value, warnings) = yaml_one(&req.body).await?.judged(fv)?;
+            Ok((Patch::Apply(value), warnings))
+        }
         media => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {media})"
         ))),
@@ -291,12 +331,12 @@ async fn patch(
     req: Req,
     status: bool,
 ) -> Result<Response<Body>, ApiError> {
-    let patch = parse_patch(&req).await?;
-    let is_apply = matches!(patch, Patch::Apply(_));
+    let is_apply = media_type(&req) == "application/apply-patch+yaml";
     let opts = write_options(
         &req,
         WriteOptions::parse(&req.query, "PatchOptions", is_apply)?,
     );
+    let (patch, mut warnings) = parse_patch(&req, opts.field_validation).await?;
     let w = app
         .registry
         .patch(res, namespace(rr), name(rr), &patch, &opts, status)
@@ -307,7 +347,8 @@ async fn patch(
     } else {
         StatusCode::OK
     };
-    Ok(json_response(code, w.object, &w.warnings))
+    warnings.extend(w.warnings);
+    Ok(json_response(code, w.object, &warnings))
 }
 
 /// `DeleteOptions` from the body (the k8s-openapi type: a wrongly typed field is a 400 naming it)
