@@ -728,3 +728,98 @@ async fn status_codes_and_wording_as_kube_apiserver() {
         "{deleted}"
     );
 }
+
+/// The lines of a watch stream that ends by its own `timeoutSeconds`.
+async fn watch_lines(c: &Client, path: &str, accept: &str) -> Vec<serde_json::Value> {
+    let (_, body) = tokio::time::timeout(Duration::from_secs(30), get_bytes(c, path, accept))
+        .await
+        .expect("the watch ends by its timeoutSeconds");
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect()
+}
+
+fn event_rv(e: &serde_json::Value) -> u64 {
+    e["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("every event carries a resourceVersion")
+}
+
+/// Raw watch streams as client-go reads them: a watch with a label selector gets a BOOKMARK at
+/// the revision of a later write it does not select (kube-apiserver's cacher sends its
+/// progress), and metadata / Table watch-lists end with an initial-events-end BOOKMARK in the
+/// negotiated kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_bookmarks_carry_progress_and_the_negotiated_kind() {
+    let s = DevServer::start("kube-bookmarks");
+    let c = client(&s).await;
+    let pipelines: Api<Pipeline> = Api::namespaced(c.clone(), "ns");
+    let mut picked = pipeline("picked");
+    picked.metadata.labels = Some([("bm".to_owned(), "yes".to_owned())].into());
+    let picked = pipelines
+        .create(&PostParams::default(), &picked)
+        .await
+        .expect("picked");
+    let mut other = pipeline("other");
+    other.metadata.labels = Some([("bm".to_owned(), "no".to_owned())].into());
+    let other = pipelines
+        .create(&PostParams::default(), &other)
+        .await
+        .expect("other");
+    let rv = |p: &Pipeline| -> u64 {
+        p.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse().ok())
+            .expect("rv")
+    };
+    let base = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/ns/pipelines";
+    let events = watch_lines(
+        &c,
+        &format!(
+            "{base}?watch=true&labelSelector=bm%3Dyes&allowWatchBookmarks=true&timeoutSeconds=3&resourceVersion={}",
+            rv(&picked)
+        ),
+        "application/json",
+    )
+    .await;
+    let last = events.last().expect("a bookmark before the deadline");
+    assert_eq!(last["type"], "BOOKMARK", "{events:?}");
+    assert_eq!(
+        event_rv(last),
+        rv(&other),
+        "past the write the selector does not match"
+    );
+    let watch_list = format!(
+        "{base}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=3"
+    );
+    for (accept, kind) in [
+        (
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
+            "PartialObjectMetadata",
+        ),
+        ("application/json;as=Table;g=meta.k8s.io;v=v1", "Table"),
+    ] {
+        let events = watch_lines(&c, &watch_list, accept).await;
+        let end = events
+            .iter()
+            .position(|e| {
+                let meta = if kind == "Table" {
+                    &e["object"]["rows"][0]["object"]["metadata"]
+                } else {
+                    &e["object"]["metadata"]
+                };
+                e["type"] == "BOOKMARK"
+                    && meta["annotations"]["k8s.io/initial-events-end"] == "true"
+            })
+            .unwrap_or_else(|| panic!("{accept}: no initial-events-end bookmark: {events:?}"));
+        assert_eq!(end, 2, "{accept}: two ADDED, then the end marker");
+        assert!(
+            events.iter().all(|e| e["object"]["kind"] == kind),
+            "{accept}: every event, the bookmarks included, is a {kind}"
+        );
+    }
+}
