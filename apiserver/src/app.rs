@@ -240,11 +240,15 @@ impl App {
         }
         match tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await {
             Ok(Ok(())) => text(StatusCode::OK, "text/plain; charset=utf-8", "ok".into()),
-            Ok(Err(e)) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain; charset=utf-8",
-                format!("[-]store failed: {e}\nreadyz check failed"),
-            ),
+            Ok(Err(e)) => {
+                // As kube-apiserver's `[-]etcd failed: reason withheld`: the cause is logged.
+                tracing::warn!(error = %e, "readyz: the store check failed");
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "[-]store failed: reason withheld\nreadyz check failed".into(),
+                )
+            }
             Err(_) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain; charset=utf-8",

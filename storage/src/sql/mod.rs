@@ -83,6 +83,9 @@ impl StoreConfig {
     }
 }
 
+/// How long a failed write keeps `ping` failing when no write succeeds after it.
+pub const WRITE_FAULT_WINDOW: Duration = Duration::from_secs(10);
+
 /// The SQL column of a generic index column.
 pub(crate) fn column_sql(c: IndexColumn) -> &'static str {
     match c {
@@ -120,6 +123,9 @@ struct Inner {
     wake: Arc<Notify>,
     /// SQLite only: one writer at a time in this process.
     write_lock: tokio::sync::Mutex<()>,
+    /// When the last write failed with a database error (a full disk, an I/O error), unless
+    /// one has succeeded since: `ping` fails for [`WRITE_FAULT_WINDOW`] after it.
+    write_fault: std::sync::Mutex<Option<std::time::Instant>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -210,6 +216,7 @@ impl SqlStore {
                 feed,
                 wake,
                 write_lock: tokio::sync::Mutex::new(()),
+                write_fault: std::sync::Mutex::new(None),
                 tasks,
             }),
         })
@@ -268,6 +275,22 @@ impl Store for SqlStore {
             .execute(&self.inner.db.pool)
             .await
             .map_err(db_err)?;
+        // Reads work on a full disk; readiness must say that writes do not. A small probe write
+        // can succeed where real writes fail (it may fit the WAL's free space), so the signal
+        // is the real writes: a failed one makes the store unready until one succeeds, or for
+        // the window after the last failure when nobody writes.
+        let fault = *self
+            .inner
+            .write_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = fault
+            && at.elapsed() < WRITE_FAULT_WINDOW
+        {
+            return Err(StoreError::Unavailable(
+                "writes are failing (database or disk error)".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -28,9 +28,49 @@ impl SqlStore {
             Dialect::Sqlite => Some(self.inner.write_lock.lock().await),
             _ => None,
         };
+        let mut conn = self.inner.db.pool.acquire().await.map_err(db_err)?;
+        let result = self.write_on(&mut conn, key, op).await;
+        self.after_write(conn, &result).await;
+        result
+    }
+
+    /// Keeps the connection and the fault flag honest after a write transaction.
+    async fn after_write<T>(
+        &self,
+        conn: sqlx::pool::PoolConnection<sqlx::Any>,
+        result: &Result<T>,
+    ) {
+        let fault = |v: Option<std::time::Instant>| {
+            *self
+                .inner
+                .write_fault
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = v;
+        };
+        match result {
+            Err(StoreError::Internal(_) | StoreError::Unavailable(_)) => {
+                fault(Some(std::time::Instant::now()));
+                // A connection that saw a database error (a full disk, an I/O error) is
+                // closed, never handed to the next write: SQLite may have rolled the
+                // transaction back by itself or left it open, and a later write on that
+                // connection must not inherit either state (measured: after a full disk,
+                // writes acknowledged on such a connection were gone after a restart).
+                let _ = conn.close().await;
+            }
+            Ok(_) => fault(None),
+            Err(_) => {}
+        }
+    }
+
+    async fn write_on(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        key: &Key,
+        op: Op,
+    ) -> Result<Object> {
         let db = &self.inner.db;
         let d = db.dialect;
-        let mut tx = db.pool.begin().await.map_err(db_err)?;
+        let mut tx = sqlx::Connection::begin(&mut **conn).await.map_err(db_err)?;
         let rev = allocate(&mut tx, d).await?;
         let existing = sqlx::query(d.sql(
             "SELECT uid, revision, value FROM kfp_objects WHERE resource = ? AND namespace = ? AND name = ?",
