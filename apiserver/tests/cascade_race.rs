@@ -53,6 +53,22 @@ fn version(name: &str) -> Value {
         "metadata": {"name": name}, "spec": {"pipelineName": "p", "pipelineSpec": spec()}})
 }
 
+/// Creates Pipeline `p`; returns its uid.
+async fn create_pipeline(app: &Arc<App>, backend: &str) -> String {
+    let (code, p) = call(
+        app,
+        "POST",
+        P,
+        Some(
+            &json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
+            "metadata": {"name": "p"}, "spec": {}}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{backend}: {p}");
+    p["metadata"]["uid"].as_str().expect("uid").to_owned()
+}
+
 async fn versions_of(app: &Arc<App>, uid: &str) -> Vec<String> {
     let (_, list) = call(
         app,
@@ -74,18 +90,7 @@ async fn versions_created_during_their_pipelines_delete_are_all_gone_or_refused(
     for (backend, url) in common::store_urls("cascade-race").await {
         let (app, _store, _shutdown) = common::app_on(&url, TOKEN).await;
         for round in 0..3 {
-            let (code, p) = call(
-                &app,
-                "POST",
-                P,
-                Some(
-                    &json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
-                    "metadata": {"name": "p"}, "spec": {}}),
-                ),
-            )
-            .await;
-            assert_eq!(code, 201, "{backend}: {p}");
-            let uid = p["metadata"]["uid"].as_str().expect("uid").to_owned();
+            let uid = create_pipeline(&app, backend).await;
             let mut writers = Vec::new();
             for w in 0..4 {
                 let app = app.clone();
@@ -134,17 +139,7 @@ async fn versions_created_during_their_pipelines_delete_are_all_gone_or_refused(
 async fn the_sweep_collects_versions_whose_pipeline_is_gone() {
     for (backend, url) in common::store_urls("orphan-sweep").await {
         let (app, store, _shutdown) = common::app_on(&url, TOKEN).await;
-        let (_, p) = call(
-            &app,
-            "POST",
-            P,
-            Some(
-                &json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
-                "metadata": {"name": "p"}, "spec": {}}),
-            ),
-        )
-        .await;
-        let uid = p["metadata"]["uid"].as_str().expect("uid").to_owned();
+        let uid = create_pipeline(&app, backend).await;
         for i in 0..3 {
             let (code, _) = call(&app, "POST", V, Some(&version(&format!("v{i}")))).await;
             assert_eq!(code, 201);

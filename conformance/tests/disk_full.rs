@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use kfp_apiservice::{Pipeline, PipelineSpec};
 use kfp_conformance::DevServer;
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, Config};
 
 struct Mount(PathBuf);
 
@@ -49,14 +49,8 @@ fn mount_tmpfs(size: &str) -> Option<Mount> {
     }
 }
 
-async fn client(s: &DevServer) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-    let config =
-        Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("config");
-    Client::try_from(config).expect("client")
-}
+mod common;
+use common::client;
 
 fn pipeline(name: &str) -> Pipeline {
     let mut p = Pipeline {

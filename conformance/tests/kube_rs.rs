@@ -8,20 +8,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use kfp_apiservice::{Pipeline, PipelineSpec, PipelineVersion};
 use kfp_conformance::{DevServer, corpus};
+use kube::Client;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::runtime::watcher::{self, Event};
-use kube::{Client, Config};
 
-async fn client(s: &DevServer) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&s.kubeconfig).expect("kubeconfig");
-    let config =
-        Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-            .await
-            .expect("config");
-    Client::try_from(config).expect("client")
-}
+mod common;
+use common::client;
 
 fn pipeline(name: &str) -> Pipeline {
     let mut p = Pipeline {
