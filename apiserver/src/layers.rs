@@ -139,10 +139,6 @@ impl<F: Handler> Layer<Next> for Middleware<F> {
     }
 }
 
-fn call(next: Next, req: HttpRequest) -> Pending {
-    next.run(req)
-}
-
 // === what layers tell each other ===
 
 /// Verb, resource and namespace of a request, for the log line and metrics.
@@ -203,7 +199,7 @@ pub fn request_log(app: Arc<App>) -> Middleware<impl Handler> {
                 .map(str::to_owned)
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             req.extensions_mut().insert(AuditId(audit_id.clone()));
-            let mut resp = call(next, req).await;
+            let mut resp = next.run(req).await;
             if let Ok(v) = HeaderValue::from_str(&audit_id) {
                 resp.headers_mut().insert("audit-id", v);
             }
@@ -236,7 +232,7 @@ pub fn panic_guard() -> Middleware<impl Handler> {
         let fut: Pending = Box::pin(async move {
             let id = req.extensions().get::<AuditId>().map(|a| a.0.clone());
             match (CatchUnwind {
-                inner: call(next, req),
+                inner: next.run(req),
             })
             .await
             {
@@ -298,7 +294,7 @@ pub fn request_info() -> Middleware<impl Handler> {
             };
             req.extensions_mut().insert(t);
             req.extensions_mut().insert(query);
-            let mut resp = call(next, req).await;
+            let mut resp = next.run(req).await;
             resp.extensions_mut().insert(tags);
             resp
         });
@@ -327,14 +323,14 @@ pub fn timeout(limit: Duration) -> Middleware<impl Handler> {
     middleware(move |req: HttpRequest, next: Next| {
         let fut: Pending = Box::pin(async move {
             if verb_of(&req) == "watch" {
-                return call(next, req).await;
+                return next.run(req).await;
             }
             if !is_mutating(&req) {
-                return tokio::time::timeout(limit, call(next, req))
+                return tokio::time::timeout(limit, next.run(req))
                     .await
                     .unwrap_or_else(|_| timed_out());
             }
-            let task = tokio::spawn(call(next, req));
+            let task = tokio::spawn(next.run(req));
             match tokio::time::timeout(limit, task).await {
                 Ok(Ok(resp)) => resp,
                 Ok(Err(join)) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
@@ -355,7 +351,7 @@ pub fn authentication(authn: Arc<dyn Authenticator>) -> Middleware<impl Handler>
         let authn = authn.clone();
         let fut: Pending = Box::pin(async move {
             if matches!(target(&req), Some(Target::Health(_))) {
-                return call(next, req).await;
+                return next.run(req).await;
             }
             let user = match authn.authenticate(req.headers(), req.extensions()).await {
                 Ok(Some(u)) => u,
@@ -380,7 +376,7 @@ pub fn authentication(authn: Arc<dyn Authenticator>) -> Middleware<impl Handler>
             }
             let name = user.name.clone();
             req.extensions_mut().insert(user);
-            let mut resp = call(next, req).await;
+            let mut resp = next.run(req).await;
             resp.extensions_mut().insert(User(name));
             resp
         });
@@ -402,7 +398,7 @@ pub fn in_flight(read_only: Arc<Semaphore>, mutating: Arc<Semaphore>) -> Middlew
             );
             let verb = verb_of(&req);
             if exempt || verb == "watch" {
-                return call(next, req).await;
+                return next.run(req).await;
             }
             let sem = if is_mutating(&req) {
                 mutating
@@ -412,7 +408,7 @@ pub fn in_flight(read_only: Arc<Semaphore>, mutating: Arc<Semaphore>) -> Middlew
             let Ok(_permit) = sem.try_acquire_owned() else {
                 return ApiError::too_many_requests().into_response();
             };
-            call(next, req).await
+            next.run(req).await
         });
         fut
     })
@@ -450,7 +446,7 @@ pub fn authorization(authz: Arc<dyn Authorizer>) -> Middleware<impl Handler> {
         let authz = authz.clone();
         let fut: Pending = Box::pin(async move {
             if matches!(target(&req), Some(Target::Health(_))) {
-                return call(next, req).await;
+                return next.run(req).await;
             }
             let user = req
                 .extensions()
@@ -459,7 +455,7 @@ pub fn authorization(authz: Arc<dyn Authorizer>) -> Middleware<impl Handler> {
                 .unwrap_or_default();
             let attrs = attributes(&req, user);
             match authz.authorize(&attrs).await {
-                Decision::Allow => call(next, req).await,
+                Decision::Allow => next.run(req).await,
                 Decision::Deny(why) => {
                     ApiError::forbidden(attrs.forbidden_message(&why)).into_response()
                 }

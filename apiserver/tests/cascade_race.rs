@@ -7,50 +7,33 @@ mod common;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use kfp_apiserver::app::{App, AppService};
+use kfp_apiserver::app::App;
 use kfp_storage::{Key, Preconditions};
 use serde_json::{Value, json};
-use tower::Service;
 
 const TOKEN: &str = "race-token";
 const P: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/race/pipelines";
 const V: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/race/pipelineversions";
 
 async fn call(app: &Arc<App>, method: &str, uri: &str, body: Option<&Value>) -> (u16, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            body.map(Value::to_string).unwrap_or_default(),
-        )))
-        .expect("request");
-    let resp = AppService::new(app.clone())
-        .call(req)
-        .await
-        .expect("infallible");
-    let code = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
-fn spec() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/corpus/hello_world.yaml"
-    );
-    let docs =
-        kfp_apiservice::yaml::read_documents(&std::fs::read(path).expect("corpus")).expect("yaml");
-    docs.into_iter().next().expect("a document").value
+    let a = common::send(
+        app,
+        TOKEN,
+        method,
+        uri,
+        &[("content-type", "application/json")],
+        body.map(Value::to_string).unwrap_or_default(),
+    )
+    .await;
+    (
+        a.status,
+        serde_json::from_slice(&a.body).unwrap_or(Value::Null),
+    )
 }
 
 fn version(name: &str) -> Value {
     json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "PipelineVersion",
-        "metadata": {"name": name}, "spec": {"pipelineName": "p", "pipelineSpec": spec()}})
+        "metadata": {"name": name}, "spec": {"pipelineName": "p", "pipelineSpec": common::hello_world_spec()}})
 }
 
 /// Creates Pipeline `p`; returns its uid.

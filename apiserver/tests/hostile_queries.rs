@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use kfp_apiserver::app::{App, AppService, Limits};
 use serde_json::{Value, json};
 use tower::Service;
@@ -17,37 +17,21 @@ const BASE: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/h/pipelines"
 
 /// Status, Content-Type and body; a watch is read until its `timeoutSeconds` ends it.
 async fn call(app: &Arc<App>, method: &str, uri: &str, body: Value) -> (u16, String, String) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        })))
-        .expect("request");
-    let resp = AppService::new(app.clone())
-        .call(req)
-        .await
-        .expect("infallible");
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        resp.into_body().collect(),
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let a = common::send(
+        app,
+        TOKEN,
+        method,
+        uri,
+        &[("content-type", "application/json")],
+        body,
     )
-    .await
-    .expect("answered in time")
-    .expect("body")
-    .to_bytes();
-    (status, ct, String::from_utf8_lossy(&bytes).into_owned())
+    .await;
+    (a.status, a.header("content-type").to_owned(), a.text())
 }
 
 async fn seeded(
@@ -227,20 +211,17 @@ async fn deeply_nested_yaml_is_refused_at_once() {
         "[".repeat(100_000),
         "]".repeat(100_000)
     );
-    let req = Request::builder()
-        .method("POST")
-        .uri(BASE)
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/yaml")
-        .body(Full::new(Bytes::from(body)))
-        .expect("request");
-    let resp = AppService::new(app.clone())
-        .call(req)
-        .await
-        .expect("infallible");
-    assert_eq!(resp.status(), 400);
-    let text = resp.into_body().collect().await.expect("body").to_bytes();
-    let text = String::from_utf8_lossy(&text);
+    let a = common::send(
+        &app,
+        TOKEN,
+        "POST",
+        BASE,
+        &[("content-type", "application/yaml")],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    let text = a.text();
     assert!(text.contains("nested deeper than 128 levels"), "{text}");
     let (_, _, after) = call(&app, "GET", BASE, Value::Null).await;
     let items = |s: &str| serde_json::from_str::<Value>(s).expect("json")["items"].clone();
@@ -256,23 +237,8 @@ async fn duplicate_keys_are_judged_by_field_validation() {
     let send = |method: &'static str, uri: String, ct: &'static str, body: String| {
         let app = app.clone();
         async move {
-            let req = Request::builder()
-                .method(method)
-                .uri(uri)
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .header("content-type", ct)
-                .body(Full::new(Bytes::from(body)))
-                .expect("request");
-            let resp = AppService::new(app).call(req).await.expect("infallible");
-            let code = resp.status().as_u16();
-            let warning = resp
-                .headers()
-                .get("warning")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let body = resp.into_body().collect().await.expect("body").to_bytes();
-            (code, warning, String::from_utf8_lossy(&body).into_owned())
+            let a = common::send(&app, TOKEN, method, &uri, &[("content-type", ct)], body).await;
+            (a.status, a.header("warning").to_owned(), a.text())
         }
     };
     let json = |name: &str| {

@@ -123,19 +123,9 @@ fn entry(obj: &Value, manager: &str) -> Value {
     e
 }
 
-fn hello_world_spec() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/corpus/hello_world.yaml"
-    );
-    let bytes = std::fs::read(path).expect("corpus");
-    let docs = kfp_apiservice::yaml::read_documents(&bytes).expect("yaml");
-    docs.into_iter().next().expect("one document").value
-}
-
 fn version(name: &str, pipeline: &str) -> Value {
     json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "PipelineVersion",
-        "metadata": {"name": name}, "spec": {"pipelineName": pipeline, "pipelineSpec": hello_world_spec()}})
+        "metadata": {"name": name}, "spec": {"pipelineName": pipeline, "pipelineSpec": common::hello_world_spec()}})
 }
 
 #[tokio::test]

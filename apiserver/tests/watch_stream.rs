@@ -4,14 +4,8 @@
 
 mod common;
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use kfp_apiserver::app::{AppService, Limits};
+use kfp_apiserver::app::Limits;
 use serde_json::{Value, json};
-use tower::Service;
 
 const TOKEN: &str = "watch-token";
 const BASE: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/w/pipelines";
@@ -23,32 +17,22 @@ async fn call(
     accept: &str,
     body: Value,
 ) -> (u16, Vec<Value>) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .header("accept", accept)
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = AppService::new(app.clone())
-        .call(req)
-        .await
-        .expect("infallible");
-    let status = resp.status().as_u16();
-    // A watch ends at its timeoutSeconds; the outer timeout only bounds a broken stream.
-    let bytes = tokio::time::timeout(Duration::from_secs(30), resp.into_body().collect())
-        .await
-        .expect("the stream ends by its timeoutSeconds")
-        .expect("body")
-        .to_bytes();
-    let text = String::from_utf8_lossy(&bytes);
-    let docs = text
+    let a = common::send(
+        app,
+        TOKEN,
+        method,
+        uri,
+        &[("content-type", "application/json"), ("accept", accept)],
+        body.to_string(),
+    )
+    .await;
+    let docs = a
+        .text()
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("one JSON document per line"))
         .collect();
-    (status, docs)
+    (a.status, docs)
 }
 
 async fn create(app: &std::sync::Arc<kfp_apiserver::app::App>, name: &str, labels: Value) -> u64 {

@@ -1,6 +1,13 @@
 //! What the in-process suites share: an app over a fresh SQLite store, or over any store URL.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use kfp_apiserver::app::AppService;
+use tower::Service;
 
 use kfp_apiserver::app::{App, Limits};
 use kfp_apiserver::auth::TokenAuthenticator;
@@ -83,4 +90,76 @@ pub async fn store_urls(name: &str) -> Vec<(&'static str, String)> {
         _ => eprintln!("note: KFP_TEST_POSTGRES_URL not set; PostgreSQL not tested"),
     }
     out
+}
+
+/// What [`send`] got back.
+#[allow(dead_code)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+#[allow(dead_code)]
+impl Answer {
+    /// A header's value ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One request through the whole in-process stack with a bearer token, read to its end (a
+/// watch until its `timeoutSeconds` ends it; 30 s bound a broken stream).
+#[allow(dead_code)]
+pub async fn send(
+    app: &Arc<App>,
+    token: &str,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).expect("request");
+    let resp = AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(30), body.collect())
+        .await
+        .expect("answered in time")
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// The pipeline spec of the corpus's `hello_world.yaml`.
+#[allow(dead_code)]
+pub fn hello_world_spec() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/corpus/hello_world.yaml"
+    );
+    let bytes = std::fs::read(path).expect("corpus");
+    let docs = kfp_apiservice::yaml::read_documents(&bytes).expect("yaml");
+    docs.into_iter().next().expect("one document").value
 }
