@@ -70,6 +70,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The KFP view's namespaces and download policy.
+    pub kfp: crate::kfp::KfpConfig,
     pub(crate) read_only: Arc<Semaphore>,
     pub(crate) mutating: Arc<Semaphore>,
 }
@@ -123,6 +125,25 @@ impl App {
         shutdown: watch::Receiver<bool>,
         limits: Limits,
     ) -> Arc<App> {
+        Self::build(
+            store,
+            authn,
+            authz,
+            shutdown,
+            limits,
+            crate::kfp::KfpConfig::default(),
+        )
+    }
+
+    /// A new application with every part given.
+    pub fn build(
+        store: Arc<dyn Store>,
+        authn: Arc<dyn Authenticator>,
+        authz: Arc<dyn Authorizer>,
+        shutdown: watch::Receiver<bool>,
+        limits: Limits,
+        kfp: crate::kfp::KfpConfig,
+    ) -> Arc<App> {
         let metrics = Metrics::new();
         let store: Arc<dyn Store> = Arc::new(crate::store_metrics::InstrumentedStore::new(
             store,
@@ -136,6 +157,7 @@ impl App {
             authz,
             shutdown,
             metrics,
+            kfp,
             read_only: Arc::new(Semaphore::new(limits.read_only)),
             mutating: Arc::new(Semaphore::new(limits.mutating)),
             limits,
@@ -160,11 +182,8 @@ impl App {
                 serde_json::json!({"major": "0", "minor": "1", "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")), "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH)}).to_string(),
             )),
             Target::Metrics if get_only(&req.method) => Ok(text(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render())),
-            Target::Kfp(_) => Ok(text(
-                StatusCode::NOT_IMPLEMENTED,
-                "application/json",
-                serde_json::json!({"code": 12, "message": "the KFP v2beta1 REST API is not served yet by this server", "details": []}).to_string(),
-            )),
+            // Routed to `crate::kfp::serve` before the body is read; never here.
+            Target::Kfp(_) => Err(ApiError::path_not_found()),
             Target::Discovery(_) | Target::OpenApi(_) | Target::Version | Target::Metrics => {
                 Err(ApiError::method_not_allowed(req.method.as_str(), &req.path))
             }

@@ -281,11 +281,17 @@ pub fn request_info() -> Middleware<impl Handler> {
         let fut: Pending = Box::pin(async move {
             let query = Query::parse(req.uri().query().unwrap_or_default());
             let t = request_info::parse(req.method(), req.uri().path(), &query);
-            let tags = match &t {
+            let mut tags = match &t {
                 Target::Resource(r) => Tags {
                     verb: r.verb,
                     resource: r.resource.clone(),
                     namespace: r.namespace.clone().unwrap_or_default(),
+                },
+                // KFP requests are labelled by their operation (`ListPipelines`, ...).
+                Target::Kfp(op) => Tags {
+                    verb: op.name(),
+                    resource: op.resource().to_owned(),
+                    namespace: String::new(),
                 },
                 _ => Tags {
                     verb: method_verb(req.method()),
@@ -295,6 +301,9 @@ pub fn request_info() -> Middleware<impl Handler> {
             req.extensions_mut().insert(t);
             req.extensions_mut().insert(query);
             let mut resp = next.run(req).await;
+            if let Some(ns) = resp.extensions_mut().remove::<crate::kfp::KfpNamespace>() {
+                tags.namespace = ns.0;
+            }
             resp.extensions_mut().insert(tags);
             resp
         });
@@ -350,7 +359,7 @@ pub fn authentication(authn: Arc<dyn Authenticator>) -> Middleware<impl Handler>
     middleware(move |mut req: HttpRequest, next: Next| {
         let authn = authn.clone();
         let fut: Pending = Box::pin(async move {
-            if matches!(target(&req), Some(Target::Health(_))) {
+            if target(&req).is_some_and(Target::is_probe) {
                 return next.run(req).await;
             }
             let user = match authn.authenticate(req.headers(), req.extensions()).await {
@@ -445,7 +454,9 @@ pub fn authorization(authz: Arc<dyn Authorizer>) -> Middleware<impl Handler> {
     middleware(move |req: HttpRequest, next: Next| {
         let authz = authz.clone();
         let fut: Pending = Box::pin(async move {
-            if matches!(target(&req), Some(Target::Health(_))) {
+            // Probes need no decision; the KFP view authorizes each operation itself, on the
+            // attributes only it can know (the namespace in a body, the object an id names).
+            if target(&req).is_some_and(|t| t.is_probe() || matches!(t, Target::Kfp(_))) {
                 return next.run(req).await;
             }
             let user = req
@@ -471,12 +482,32 @@ pub fn router(app: Arc<App>) -> Next {
     Next::new(move |req: HttpRequest| Box::pin(route(app.clone(), req)))
 }
 
-/// Reads a body under [`MAX_BODY_BYTES`].
-async fn read_body(body: ReqBody) -> Result<Bytes, Box<HttpResponse>> {
-    let collected: Result<_, BoxError> = Limited::new(body, MAX_BODY_BYTES).collect().await;
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Longer than the limit.
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The connection failed.
+    #[error("{0}")]
+    Read(String),
+}
+
+/// Reads a body under `limit` bytes.
+pub async fn read_limited(body: ReqBody, limit: usize) -> Result<Bytes, BodyError> {
+    let collected: Result<_, BoxError> = Limited::new(body, limit).collect().await;
     match collected {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Box::new(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge(limit)),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+/// Reads a body under [`MAX_BODY_BYTES`].
+async fn read_body(body: ReqBody) -> Result<Bytes, Box<HttpResponse>> {
+    match read_limited(body, MAX_BODY_BYTES).await {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge(_)) => Err(Box::new(
             ApiError::too_large(MAX_BODY_BYTES).into_response(),
         )),
         Err(e) => Err(Box::new(
@@ -487,6 +518,11 @@ async fn read_body(body: ReqBody) -> Result<Bytes, Box<HttpResponse>> {
 
 async fn route(app: Arc<App>, req: HttpRequest) -> HttpResponse {
     let (mut parts, body) = req.into_parts();
+    // The KFP view reads its own bodies (multipart uploads up to 32 MiB, authorized first).
+    if let Some(Target::Kfp(op)) = parts.extensions.get::<Target>() {
+        let op = op.clone();
+        return crate::kfp::serve(app, op, parts, body).await;
+    }
     let announced = parts
         .headers
         .get(header::CONTENT_LENGTH)

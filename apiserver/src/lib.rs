@@ -13,6 +13,7 @@
 //! - [`registry`]: write semantics for every resource and both views (read-modify-write,
 //!   field management, finalizers, dependents, dry run).
 //! - [`kube`]: the Kubernetes routes (thin over the registry), watch, encodings.
+//! - [`kfp`]: the KFP v2beta1 REST view over the same registry and store.
 //! - [`docs`]: discovery and OpenAPI documents with ETags.
 //! - [`error`]: the single conversion to `Status`.
 //! - [`metrics`], [`store_metrics`], [`body`]: Prometheus metrics (requests, watches, store
@@ -25,6 +26,7 @@ pub mod body;
 pub mod dev;
 pub mod docs;
 pub mod error;
+pub mod kfp;
 pub mod kube;
 pub mod layers;
 pub mod metrics;

@@ -29,7 +29,7 @@ fn main() {
                     std::process::exit(1);
                 }
             };
-            match runtime.block_on(kfp_apiserver::serve::run(s)) {
+            match runtime.block_on(kfp_apiserver::serve::run(*s)) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("kfp-apiserver: {e:#}");

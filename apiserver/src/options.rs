@@ -18,7 +18,7 @@ pub struct Options {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeOptions),
+    Serve(Box<ServeOptions>),
     /// Check compiled pipelines (KFP IR, YAML or JSON) and Pipeline/PipelineVersion manifests
     /// without a server. Prints `FILE: ok` or every problem with its document and field path;
     /// exits 0 only if every file is valid.
@@ -85,6 +85,37 @@ pub struct ServeOptions {
     /// Seconds between sweeps that delete dependents whose owner is gone (one runs at start).
     #[arg(long, default_value_t = 60)]
     pub gc_interval_seconds: u64,
+    /// The KFP view: KFP's multi-user mode (namespaces from requests; an empty one is shared).
+    #[arg(long)]
+    pub kfp_multi_user: bool,
+    /// The KFP view, single-user mode: the namespace every pipeline lives in.
+    #[arg(long, default_value = "default")]
+    pub kfp_default_namespace: String,
+    /// The KFP view, multi-user mode: the namespace shared pipelines live in (KFP's
+    /// `POD_NAMESPACE`).
+    #[arg(long, default_value = "kubeflow")]
+    pub kfp_shared_namespace: String,
+    /// `package_url` downloads: allow http (KFP's `PIPELINE_URL_ALLOW_HTTP`).
+    #[arg(long)]
+    pub kfp_pipeline_url_allow_http: bool,
+    /// `package_url` downloads: allowed hosts, comma-separated; `*.example.com` matches
+    /// subdomains, `*` every host (KFP's default list and `PIPELINE_URL_ALLOWED_DOMAINS`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "storage.googleapis.com,s3.amazonaws.com,github.com,raw.githubusercontent.com"
+    )]
+    pub kfp_pipeline_url_allowed_domains: Vec<String>,
+    /// `package_url` downloads: allow loopback, private and link-local addresses (an internal
+    /// mirror; off by default against SSRF).
+    #[arg(long)]
+    pub kfp_pipeline_url_allow_private_addresses: bool,
+    /// `package_url` downloads: allow ports other than 443 and 80.
+    #[arg(long)]
+    pub kfp_pipeline_url_allow_any_port: bool,
+    /// `package_url` downloads: seconds a download may take (KFP's `PIPELINE_URL_TIMEOUT`).
+    #[arg(long, default_value_t = 30)]
+    pub kfp_pipeline_url_timeout_seconds: u64,
 }
 
 /// Log output format.

@@ -19,8 +19,8 @@ pub const VERSION: &str = kfp_apiservice::VERSION;
 pub enum Target {
     /// A resource of `pipelines.kubeflow.org/v2beta1`.
     Resource(ResourceRequest),
-    /// The KFP REST API (`/apis/v2beta1/...`).
-    Kfp(String),
+    /// The KFP REST API (`/apis/v2beta1/...`, `/apis/v1beta1/...`).
+    Kfp(KfpOp),
     /// `/api`, `/apis`, `/apis/<group>`, `/apis/<group>/<version>`.
     Discovery(DiscoveryPath),
     /// `/openapi/v2`, `/openapi/v3`, `/openapi/v3/apis/<group>/<version>`.
@@ -33,6 +33,14 @@ pub enum Target {
     Metrics,
     /// Anything else: 404.
     NotFound,
+}
+
+impl Target {
+    /// Health probes (`/healthz`, `/livez`, `/readyz`, and KFP's `/apis/v2beta1/healthz`, which
+    /// KFP serves without authentication too): no authentication, no authorization.
+    pub fn is_probe(&self) -> bool {
+        matches!(self, Target::Health(_) | Target::Kfp(KfpOp::Healthz))
+    }
 }
 
 /// Discovery documents.
@@ -79,7 +87,8 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> Target {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let parts: Vec<&str> = if parts == [""] { Vec::new() } else { parts };
     match parts.as_slice() {
-        ["apis", "v2beta1", ..] | ["apis", "v1beta1", ..] => Target::Kfp(path.to_owned()),
+        ["apis", "v2beta1", rest @ ..] => Target::Kfp(kfp(method, rest)),
+        ["apis", "v1beta1", ..] => Target::Kfp(KfpOp::V1beta1),
         ["api"] => Target::Discovery(DiscoveryPath::Api),
         ["apis"] => Target::Discovery(DiscoveryPath::Apis),
         ["apis", GROUP] => Target::Discovery(DiscoveryPath::Group),
@@ -92,6 +101,169 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> Target {
         ["version"] => Target::Version,
         ["metrics"] => Target::Metrics,
         _ => Target::NotFound,
+    }
+}
+
+/// A KFP v2beta1 REST operation, with its path parameters (percent-decoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KfpOp {
+    /// `/apis/v2beta1/healthz` (any method).
+    Healthz,
+    /// `POST /pipelines`.
+    CreatePipeline,
+    /// `POST /pipelines/create`.
+    CreatePipelineAndVersion,
+    /// `GET /pipelines/{pipeline_id}`.
+    GetPipeline(String),
+    /// `GET /pipelines/names/{name}`.
+    GetPipelineByName(String),
+    /// `GET /pipelines`.
+    ListPipelines,
+    /// `DELETE /pipelines/{pipeline_id}`.
+    DeletePipeline(String),
+    /// `PATCH /pipelines/{pipeline_id}`.
+    UpdatePipeline(String),
+    /// `POST /pipelines/{pipeline_id}/versions`.
+    CreatePipelineVersion(String),
+    /// `GET /pipelines/{pipeline_id}/versions`.
+    ListPipelineVersions(String),
+    /// `GET /pipelines/{pipeline_id}/versions/{pipeline_version_id}`.
+    GetPipelineVersion(String, String),
+    /// `DELETE /pipelines/{pipeline_id}/versions/{pipeline_version_id}`.
+    DeletePipelineVersion(String, String),
+    /// `PATCH /pipelines/{pipeline_id}/versions/{pipeline_version_id}`.
+    UpdatePipelineVersion(String, String),
+    /// `/pipelines/upload` (multipart; any method, as KFP's handler).
+    UploadPipeline,
+    /// `/pipelines/upload_version` (multipart; any method).
+    UploadPipelineVersion,
+    /// Anything under `/apis/v1beta1/`: not served.
+    V1beta1,
+    /// A known path with a method it does not take.
+    MethodNotAllowed,
+    /// No such path.
+    NotFound,
+}
+
+impl KfpOp {
+    /// The operation's name, as KFP's RPCs are named: the metrics and log label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KfpOp::Healthz => "Healthz",
+            KfpOp::CreatePipeline => "CreatePipeline",
+            KfpOp::CreatePipelineAndVersion => "CreatePipelineAndVersion",
+            KfpOp::GetPipeline(_) => "GetPipeline",
+            KfpOp::GetPipelineByName(_) => "GetPipelineByName",
+            KfpOp::ListPipelines => "ListPipelines",
+            KfpOp::DeletePipeline(_) => "DeletePipeline",
+            KfpOp::UpdatePipeline(_) => "UpdatePipeline",
+            KfpOp::CreatePipelineVersion(_) => "CreatePipelineVersion",
+            KfpOp::ListPipelineVersions(_) => "ListPipelineVersions",
+            KfpOp::GetPipelineVersion(..) => "GetPipelineVersion",
+            KfpOp::DeletePipelineVersion(..) => "DeletePipelineVersion",
+            KfpOp::UpdatePipelineVersion(..) => "UpdatePipelineVersion",
+            KfpOp::UploadPipeline => "UploadPipeline",
+            KfpOp::UploadPipelineVersion => "UploadPipelineVersion",
+            KfpOp::V1beta1 => "V1beta1",
+            KfpOp::MethodNotAllowed => "MethodNotAllowed",
+            KfpOp::NotFound => "NotFound",
+        }
+    }
+
+    /// The Kubernetes resource the operation is about ("" for none).
+    pub fn resource(&self) -> &'static str {
+        match self {
+            KfpOp::CreatePipeline
+            | KfpOp::CreatePipelineAndVersion
+            | KfpOp::GetPipeline(_)
+            | KfpOp::GetPipelineByName(_)
+            | KfpOp::ListPipelines
+            | KfpOp::DeletePipeline(_)
+            | KfpOp::UpdatePipeline(_)
+            | KfpOp::UploadPipeline => "pipelines",
+            KfpOp::CreatePipelineVersion(_)
+            | KfpOp::ListPipelineVersions(_)
+            | KfpOp::GetPipelineVersion(..)
+            | KfpOp::DeletePipelineVersion(..)
+            | KfpOp::UpdatePipelineVersion(..)
+            | KfpOp::UploadPipelineVersion => "pipelineversions",
+            _ => "",
+        }
+    }
+
+    /// Whether the body is a multipart upload (up to 32 MiB) rather than JSON.
+    pub fn is_upload(&self) -> bool {
+        matches!(self, KfpOp::UploadPipeline | KfpOp::UploadPipelineVersion)
+    }
+}
+
+/// A path segment, percent-decoded (`None` when it is empty or not UTF-8 after decoding).
+fn segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok().filter(|s| !s.is_empty())
+}
+
+/// The KFP operation of a path under `/apis/v2beta1/`.
+fn kfp(method: &Method, rest: &[&str]) -> KfpOp {
+    use KfpOp as K;
+    let (get, post, patch, delete) = (
+        method == Method::GET || method == Method::HEAD,
+        method == Method::POST,
+        method == Method::PATCH,
+        method == Method::DELETE,
+    );
+    let not_allowed = K::MethodNotAllowed;
+    match rest {
+        ["healthz"] => K::Healthz,
+        ["pipelines", "upload"] => K::UploadPipeline,
+        ["pipelines", "upload_version"] => K::UploadPipelineVersion,
+        ["pipelines"] if get => K::ListPipelines,
+        ["pipelines"] if post => K::CreatePipeline,
+        ["pipelines", "create"] if post => K::CreatePipelineAndVersion,
+        ["pipelines", "names", name] => match segment(name) {
+            Some(n) if get => K::GetPipelineByName(n),
+            Some(_) => not_allowed,
+            None => K::NotFound,
+        },
+        ["pipelines", id] => match segment(id) {
+            Some(id) if get => K::GetPipeline(id),
+            Some(id) if delete => K::DeletePipeline(id),
+            Some(id) if patch => K::UpdatePipeline(id),
+            Some(_) => not_allowed,
+            None => K::NotFound,
+        },
+        ["pipelines", id, "versions"] => match segment(id) {
+            Some(id) if get => K::ListPipelineVersions(id),
+            Some(id) if post => K::CreatePipelineVersion(id),
+            Some(_) => not_allowed,
+            None => K::NotFound,
+        },
+        ["pipelines", id, "versions", vid] => match (segment(id), segment(vid)) {
+            (Some(id), Some(vid)) if get => K::GetPipelineVersion(id, vid),
+            (Some(id), Some(vid)) if delete => K::DeletePipelineVersion(id, vid),
+            (Some(id), Some(vid)) if patch => K::UpdatePipelineVersion(id, vid),
+            (Some(_), Some(_)) => not_allowed,
+            _ => K::NotFound,
+        },
+        ["pipelines"] => not_allowed,
+        _ => K::NotFound,
     }
 }
 
@@ -165,18 +337,60 @@ mod tests {
 
     #[test]
     fn kfp_paths_are_recognised_before_group_paths() {
+        let k = |m: Method, path: &str| match p(m, path) {
+            Target::Kfp(op) => op,
+            other => panic!("{path}: {other:?}"),
+        };
+        let base = "/apis/v2beta1/pipelines";
+        assert_eq!(k(Method::GET, base), KfpOp::ListPipelines);
+        assert_eq!(k(Method::POST, base), KfpOp::CreatePipeline);
+        assert_eq!(k(Method::PUT, base), KfpOp::MethodNotAllowed);
+        for m in [Method::POST, Method::GET, Method::PUT] {
+            assert_eq!(
+                k(m.clone(), &format!("{base}/upload")),
+                KfpOp::UploadPipeline
+            );
+            assert_eq!(
+                k(m, &format!("{base}/upload_version")),
+                KfpOp::UploadPipelineVersion
+            );
+        }
         assert_eq!(
-            p(Method::GET, "/apis/v2beta1/pipelines"),
-            Target::Kfp("/apis/v2beta1/pipelines".into())
+            k(Method::POST, &format!("{base}/create")),
+            KfpOp::CreatePipelineAndVersion
         );
         assert_eq!(
-            p(Method::POST, "/apis/v2beta1/pipelines/upload"),
-            Target::Kfp("/apis/v2beta1/pipelines/upload".into())
+            k(Method::GET, &format!("{base}/create")),
+            KfpOp::GetPipeline("create".into()),
+            "as grpc-gateway routes it"
         );
         assert_eq!(
-            p(Method::GET, "/apis/v2beta1"),
-            Target::Kfp("/apis/v2beta1".into())
+            k(Method::GET, &format!("{base}/names/a%2Fb%20c")),
+            KfpOp::GetPipelineByName("a/b c".into())
         );
+        assert_eq!(
+            k(Method::PATCH, &format!("{base}/u1")),
+            KfpOp::UpdatePipeline("u1".into())
+        );
+        assert_eq!(
+            k(Method::DELETE, &format!("{base}/u1/versions/v1")),
+            KfpOp::DeletePipelineVersion("u1".into(), "v1".into())
+        );
+        assert_eq!(
+            k(Method::POST, &format!("{base}/u1/versions")),
+            KfpOp::CreatePipelineVersion("u1".into())
+        );
+        assert_eq!(
+            k(Method::GET, &format!("{base}//versions")),
+            KfpOp::NotFound
+        );
+        assert_eq!(k(Method::GET, "/apis/v2beta1"), KfpOp::NotFound);
+        assert_eq!(k(Method::GET, "/apis/v2beta1/runs"), KfpOp::NotFound);
+        assert_eq!(k(Method::POST, "/apis/v2beta1/healthz"), KfpOp::Healthz);
+        assert_eq!(k(Method::GET, "/apis/v1beta1/pipelines"), KfpOp::V1beta1);
+        assert_eq!(segment("100%"), Some("100%".into()), "a lone % stays");
+        assert_eq!(segment("%zz%4"), Some("%zz%4".into()));
+        assert_eq!(segment("%ff"), None, "not UTF-8");
     }
 
     #[test]

@@ -98,7 +98,26 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(opts.idle_timeout_seconds.max(1)),
         ..Limits::default()
     };
-    let app = App::new(store.clone(), authn, rx.clone(), limits);
+    let kfp = crate::kfp::KfpConfig {
+        multi_user: opts.kfp_multi_user,
+        default_namespace: opts.kfp_default_namespace.clone(),
+        shared_namespace: opts.kfp_shared_namespace.clone(),
+        url_policy: crate::kfp::fetch::UrlPolicy {
+            allow_http: opts.kfp_pipeline_url_allow_http,
+            allowed_domains: opts.kfp_pipeline_url_allowed_domains.clone(),
+            allow_private_addresses: opts.kfp_pipeline_url_allow_private_addresses,
+            allow_any_port: opts.kfp_pipeline_url_allow_any_port,
+            timeout: Duration::from_secs(opts.kfp_pipeline_url_timeout_seconds.max(1)),
+        },
+    };
+    let app = App::build(
+        store.clone(),
+        Arc::new(authn),
+        Arc::new(crate::auth::AllowAuthenticated),
+        rx.clone(),
+        limits,
+        kfp,
+    );
     let collector = app
         .registry
         .spawn_collector(Duration::from_secs(opts.gc_interval_seconds.max(1)));

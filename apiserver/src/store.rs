@@ -24,6 +24,9 @@ impl Indexer for TableIndexer {
             title: v.title,
             parent_name: v.parent_name,
             parent_uid: v.parent_uid,
+            alias: v.alias,
+            detail: v.detail,
+            terms: v.terms,
         }
     }
 }
@@ -43,7 +46,7 @@ pub fn selectable_fields(res: &Resource) -> Vec<(&'static str, Field)> {
             let field = match path {
                 "metadata.name" => Field::Name,
                 "metadata.namespace" => Field::Namespace,
-                _ if res.index.title == Some(path) => Field::Indexed(IndexColumn::Title),
+                _ if res.index.title == [path] => Field::Indexed(IndexColumn::Title),
                 _ if res.index.parent_name == Some(path) => Field::Indexed(IndexColumn::ParentName),
                 _ => return None,
             };
@@ -72,9 +75,20 @@ mod tests {
 
     #[test]
     fn the_indexer_follows_the_table_and_ignores_unknown_resources() {
-        let v = serde_json::json!({"spec": {"displayName": "D", "pipelineName": "p"}});
+        let v = serde_json::json!({"metadata": {"name": "p-v"},
+            "spec": {"displayName": "D", "pipelineName": "p", "description": "d",
+                     "tags": {"team": "ml", "n": 1}}});
         let got = TableIndexer.index("pipelineversions", &v);
         assert_eq!((got.title.as_str(), got.parent_name.as_str()), ("D", "p"));
+        assert_eq!((got.alias.as_str(), got.detail.as_str()), ("p-v", "d"));
+        assert_eq!(got.terms.len(), 1, "only string tags are terms");
+        let bare = serde_json::json!({"metadata": {"name": "p-v"}, "spec": {"versionName": "v"}});
+        let got = TableIndexer.index("pipelineversions", &bare);
+        assert_eq!(
+            (got.title.as_str(), got.alias.as_str()),
+            ("v", "v"),
+            "the KFP view's fallbacks"
+        );
         assert_eq!(TableIndexer.index("nothings", &v), Indexed::default());
     }
 }

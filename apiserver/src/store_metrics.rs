@@ -67,6 +67,9 @@ impl Store for InstrumentedStore {
     async fn create(&self, key: &Key, object: serde_json::Value) -> Result<Object> {
         timed!(self, "create", self.inner.create(key, object))
     }
+    async fn create_all(&self, objects: Vec<(Key, serde_json::Value)>) -> Result<Vec<Object>> {
+        timed!(self, "create_all", self.inner.create_all(objects))
+    }
     async fn update(
         &self,
         key: &Key,

@@ -71,12 +71,20 @@ impl Resource {
 /// these paths run on them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Index {
-    /// The title column: a human-readable name.
-    pub title: Option<&'static str>,
+    /// The title column: a human-readable name — the first of these fields that is set (so it
+    /// holds what the KFP view shows as `display_name`, with its fallbacks).
+    pub title: &'static [&'static str],
     /// The parent-name column: the name of the object this one belongs to.
     pub parent_name: Option<&'static str>,
     /// The parent-uid column: this one's owner reference of the kind, else the label.
     pub parent_uid: Option<ParentUid>,
+    /// The alias column: another name — the first of these fields that is set (the KFP view's
+    /// `name` of a version: `spec.versionName`, else the object name).
+    pub alias: &'static [&'static str],
+    /// The detail column: a longer text (the description).
+    pub detail: Option<&'static str>,
+    /// A map of strings whose entries are indexed as terms (KFP tags).
+    pub terms: Option<&'static str>,
 }
 
 /// Where a parent's uid is read from.
@@ -97,17 +105,35 @@ pub struct IndexValues {
     pub parent_name: String,
     /// Parent uid.
     pub parent_uid: String,
+    /// Alias.
+    pub alias: String,
+    /// Detail.
+    pub detail: String,
+    /// Terms (string entries of the terms map).
+    pub terms: std::collections::BTreeMap<String, String>,
+}
+
+fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut v = obj;
+    for part in path.split('.') {
+        v = v.get(part)?;
+    }
+    Some(v)
 }
 
 fn string_at(obj: &Value, path: &str) -> String {
-    let mut v = obj;
-    for part in path.split('.') {
-        match v.get(part) {
-            Some(next) => v = next,
-            None => return String::new(),
-        }
-    }
-    v.as_str().unwrap_or_default().to_owned()
+    value_at(obj, path)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn first_set(obj: &Value, paths: &[&str]) -> String {
+    paths
+        .iter()
+        .map(|p| string_at(obj, p))
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
 }
 
 impl Index {
@@ -132,18 +158,31 @@ impl Index {
                 })
         });
         IndexValues {
-            title: self.title.map(|p| string_at(obj, p)).unwrap_or_default(),
+            title: first_set(obj, self.title),
             parent_name: self
                 .parent_name
                 .map(|p| string_at(obj, p))
                 .unwrap_or_default(),
             parent_uid: parent_uid.unwrap_or_default(),
+            alias: first_set(obj, self.alias),
+            detail: self.detail.map(|p| string_at(obj, p)).unwrap_or_default(),
+            terms: self
+                .terms
+                .and_then(|p| value_at(obj, p))
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
-    /// Whether a selectable field is one of the indexed paths.
+    /// Whether a selectable field is one of the indexed paths that a field selector can use:
+    /// only a column filled from exactly that one field.
     pub fn covers(&self, path: &str) -> bool {
-        self.title == Some(path) || self.parent_name == Some(path)
+        self.title == [path] || self.parent_name == Some(path)
     }
 }
 
@@ -197,9 +236,12 @@ pub static RESOURCES: &[Resource] = &[
         status_subresource: false,
         selectable_fields: &["metadata.name", "metadata.namespace"],
         index: Index {
-            title: Some("spec.displayName"),
+            title: &["spec.displayName", "metadata.name"],
             parent_name: None,
             parent_uid: None,
+            alias: &[],
+            detail: Some("spec.description"),
+            terms: Some("spec.tags"),
         },
         columns: &[
             NAME_COLUMN,
@@ -228,12 +270,15 @@ pub static RESOURCES: &[Resource] = &[
         status_subresource: true,
         selectable_fields: &["metadata.name", "metadata.namespace", "spec.pipelineName"],
         index: Index {
-            title: Some("spec.displayName"),
+            title: &["spec.displayName", "spec.versionName", "metadata.name"],
             parent_name: Some("spec.pipelineName"),
             parent_uid: Some(ParentUid {
                 owner_kind: "Pipeline",
                 label: LABEL_PIPELINE_ID,
             }),
+            alias: &["spec.versionName", "metadata.name"],
+            detail: Some("spec.description"),
+            terms: Some("spec.tags"),
         },
         columns: &[
             NAME_COLUMN,
@@ -643,7 +688,8 @@ mod tests {
             IndexValues {
                 title: "D".into(),
                 parent_name: "p".into(),
-                parent_uid: "p-uid".into()
+                parent_uid: "p-uid".into(),
+                ..Default::default()
             }
         );
         let labelled = json!({"metadata": {"labels": {LABEL_PIPELINE_ID: "from-label"}},
@@ -653,8 +699,10 @@ mod tests {
             IndexValues {
                 title: "".into(),
                 parent_name: "".into(),
-                parent_uid: "from-label".into()
-            }
+                parent_uid: "from-label".into(),
+                ..Default::default()
+            },
+            "a displayName of the wrong type and no name read as empty"
         );
         let pipelines = Resource::by_plural("pipelines").unwrap().index;
         assert_eq!(

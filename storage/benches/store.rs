@@ -160,6 +160,7 @@ async fn run(name: &str, url: &str, n: usize) {
     let mut lat = Vec::new();
     let mut q = QueryRequest {
         resource: R.into(),
+        terms: Vec::new(),
         namespace: Some(ns()),
         predicates: vec![],
         sort: Column::CreatedAt,

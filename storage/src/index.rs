@@ -1,7 +1,8 @@
 //! What the backends index about an object, so lists, field selectors and sorted queries run on
 //! columns instead of parsing every object: the generic metadata every Kubernetes object has (uid,
-//! creation time, labels) and three generic [`IndexColumn`]s whose meaning each resource defines
-//! through an [`Indexer`] the server registers when it opens the store. This crate knows no
+//! creation time, labels), five generic [`IndexColumn`]s and a map of key/value terms, whose
+//! meaning each resource defines through an [`Indexer`] the server registers when it opens the
+//! store. This crate knows no
 //! resource's field names: which JSON field fills a column is the caller's business (the server
 //! reads it from its resource table).
 
@@ -18,18 +19,25 @@ pub enum IndexColumn {
     ParentName,
     /// The uid of the object this one belongs to.
     ParentUid,
+    /// Another name of the object (e.g. the name a view shows instead of the object name).
+    Alias,
+    /// A longer free text (a description), for filters.
+    Detail,
 }
 
 impl IndexColumn {
     /// Every column, in schema order.
-    pub const ALL: [IndexColumn; 3] = [
+    pub const ALL: [IndexColumn; 5] = [
         IndexColumn::Title,
         IndexColumn::ParentName,
         IndexColumn::ParentUid,
+        IndexColumn::Alias,
+        IndexColumn::Detail,
     ];
 }
 
-/// The values of the generic columns of one object ("" when the resource leaves one unset).
+/// The values of the generic columns of one object ("" when the resource leaves one unset), and
+/// its terms: key/value pairs (tags) that equality filters select in SQL, kept like labels.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Indexed {
     /// [`IndexColumn::Title`].
@@ -38,6 +46,12 @@ pub struct Indexed {
     pub parent_name: String,
     /// [`IndexColumn::ParentUid`].
     pub parent_uid: String,
+    /// [`IndexColumn::Alias`].
+    pub alias: String,
+    /// [`IndexColumn::Detail`].
+    pub detail: String,
+    /// Key/value terms.
+    pub terms: BTreeMap<String, String>,
 }
 
 impl Indexed {
@@ -47,6 +61,8 @@ impl Indexed {
             IndexColumn::Title => &self.title,
             IndexColumn::ParentName => &self.parent_name,
             IndexColumn::ParentUid => &self.parent_uid,
+            IndexColumn::Alias => &self.alias,
+            IndexColumn::Detail => &self.detail,
         }
     }
 }
@@ -183,7 +199,7 @@ mod tests {
             Indexed {
                 title: str_at(object, "/spec/title").to_owned(),
                 parent_name: resource.to_owned(),
-                parent_uid: String::new(),
+                ..Default::default()
             }
         }
     }

@@ -246,6 +246,10 @@ pub trait Store: Send + Sync + 'static {
     async fn query(&self, req: &query::QueryRequest) -> Result<query::QueryPage>;
     /// Creates an object; `object` is the full JSON (its resourceVersion is set by the store).
     async fn create(&self, key: &Key, object: serde_json::Value) -> Result<Object>;
+    /// Creates several objects in one transaction: all are created, each at its own revision in
+    /// the order given (watchers see them in that order), or none is (the first failure is
+    /// returned). For objects that belong together, such as a parent and its first child.
+    async fn create_all(&self, objects: Vec<(Key, serde_json::Value)>) -> Result<Vec<Object>>;
     /// Replaces an object, if it still has `preconditions.resource_version` (when given).
     async fn update(
         &self,

@@ -98,6 +98,8 @@ pub struct QueryRequest {
     pub namespace: Option<String>,
     /// Filter terms.
     pub predicates: Vec<Predicate>,
+    /// Indexed terms (see [`crate::Indexed::terms`]) the rows must have: key = value, AND-ed.
+    pub terms: Vec<(String, String)>,
     /// Sort column; ties are broken by uid in the same direction (as KFP does).
     pub sort: Column,
     /// Descending order.

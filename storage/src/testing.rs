@@ -60,6 +60,17 @@ impl Indexer for SuiteIndexer {
             title: at("/spec/displayName"),
             parent_name: at("/spec/pipelineName"),
             parent_uid: at("/metadata/ownerReferences/0/uid"),
+            alias: at("/spec/versionName"),
+            detail: at("/spec/description"),
+            terms: object
+                .pointer("/spec/tags")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -84,6 +95,8 @@ pub const CASES: &[(&str, CaseFn)] = cases![
     a_filtered_watch_bookmarks_at_the_revision_it_has_passed,
     a_database_that_is_gone_is_unavailable_not_a_panic,
     sorted_filtered_queries_page_by_keyset_with_totals,
+    queries_filter_on_alias_detail_and_terms,
+    create_all_is_all_or_nothing_in_revision_order,
     age_based_compaction_target,
     compaction_keeps_the_horizon_of_revisions_and_age,
 ];
@@ -663,6 +676,7 @@ async fn sorted_filtered_queries_page_by_keyset_with_totals(h: &dyn Harness) {
         for descending in [false, true] {
             let mut req = QueryRequest {
                 resource: R.into(),
+                terms: Vec::new(),
                 namespace: Some("ns".into()),
                 predicates: vec![],
                 sort: Column::CreatedAt,
@@ -699,6 +713,7 @@ async fn sorted_filtered_queries_page_by_keyset_with_totals(h: &dyn Harness) {
         }
         let q = |predicates: Vec<Predicate>| QueryRequest {
             resource: R.into(),
+            terms: Vec::new(),
             namespace: None,
             predicates,
             sort: Column::Name,
@@ -772,6 +787,174 @@ async fn sorted_filtered_queries_page_by_keyset_with_totals(h: &dyn Harness) {
             .await,
             0
         );
+    }
+}
+
+async fn queries_filter_on_alias_detail_and_terms(h: &dyn Harness) {
+    use crate::query::{Column, Op, Predicate, QueryRequest};
+    {
+        let b = Case::open(h, Options::default()).await;
+        let s = b.store.clone();
+        for i in 0..6u64 {
+            let mut v = obj("ns", &format!("t{i}"), json!({}), i);
+            v["spec"]["versionName"] = json!(format!("alias-{}", 5 - i));
+            v["spec"]["description"] =
+                json!(format!("about {}", if i < 2 { "cats" } else { "dogs" }));
+            v["spec"]["tags"] = json!({"team": if i % 2 == 0 { "ml" } else { "data" }, "tier": format!("t{}", i % 3)});
+            s.create(&key("ns", &format!("t{i}")), v).await.unwrap();
+        }
+        let q = |predicates: Vec<Predicate>, terms: Vec<(&str, &str)>, sort| QueryRequest {
+            resource: R.into(),
+            namespace: Some("ns".into()),
+            predicates,
+            terms: terms
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            sort,
+            descending: false,
+            after: None,
+            limit: 100,
+        };
+        let page = s
+            .query(&q(vec![], vec![], Column::Indexed(IndexColumn::Alias)))
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&page.items),
+            ["ns/t5", "ns/t4", "ns/t3", "ns/t2", "ns/t1", "ns/t0"],
+            "{}: sorted by the alias column",
+            b.name
+        );
+        let page = s
+            .query(&q(
+                vec![Predicate {
+                    column: Column::Indexed(IndexColumn::Detail),
+                    op: Op::Substring("CATS".into()),
+                }],
+                vec![],
+                Column::Name,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(names(&page.items), ["ns/t0", "ns/t1"], "{}", b.name);
+        let page = s
+            .query(&q(vec![], vec![("team", "ml")], Column::Name))
+            .await
+            .unwrap();
+        assert_eq!(
+            (page.total, names(&page.items)),
+            (3, vec!["ns/t0".to_owned(), "ns/t2".into(), "ns/t4".into()]),
+            "{}: one term",
+            b.name
+        );
+        let page = s
+            .query(&q(
+                vec![],
+                vec![("team", "ml"), ("tier", "t1")],
+                Column::Name,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&page.items),
+            ["ns/t4"],
+            "{}: terms are AND-ed",
+            b.name
+        );
+        // Terms follow updates and deletes.
+        let t4 = s.get(&key("ns", "t4")).await.unwrap();
+        let mut v = t4.json().unwrap();
+        v["spec"]["tags"] = json!({"team": "data"});
+        s.update(&key("ns", "t4"), v, &Preconditions::default())
+            .await
+            .unwrap();
+        s.delete(&key("ns", "t0"), &Preconditions::default())
+            .await
+            .unwrap();
+        let page = s
+            .query(&q(vec![], vec![("team", "ml")], Column::Name))
+            .await
+            .unwrap();
+        assert_eq!(names(&page.items), ["ns/t2"], "{}", b.name);
+        let page = s
+            .query(&q(vec![], vec![("tier", "t1")], Column::Name))
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&page.items),
+            ["ns/t1"],
+            "{}: replaced, not merged",
+            b.name
+        );
+    }
+}
+
+async fn create_all_is_all_or_nothing_in_revision_order(h: &dyn Harness) {
+    {
+        let b = Case::open(h, Options::default()).await;
+        let s = b.store.clone();
+        s.create(&key("ns", "taken"), obj("ns", "taken", json!({}), 0))
+            .await
+            .unwrap();
+        let before = s.current_revision().await.unwrap();
+        let mut w = s
+            .watch(&WatchRequest {
+                resource: R.into(),
+                from: before,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let refused = s
+            .create_all(vec![
+                (key("ns", "first"), obj("ns", "first", json!({}), 1)),
+                (key("ns", "taken"), obj("ns", "taken2", json!({}), 2)),
+            ])
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::AlreadyExists(_))),
+            "{}: {refused:?}",
+            b.name
+        );
+        assert!(
+            matches!(
+                s.get(&key("ns", "first")).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{}: nothing of a failed batch stays",
+            b.name
+        );
+        assert_eq!(s.current_revision().await.unwrap(), before, "{}", b.name);
+        let made = s
+            .create_all(vec![
+                (key("ns", "a"), obj("ns", "a", json!({}), 1)),
+                (key("ns", "b"), obj("ns", "b", json!({}), 2)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            made.iter().map(|o| o.revision.0).collect::<Vec<_>>(),
+            [before.0 + 1, before.0 + 2],
+            "{}: consecutive revisions in order",
+            b.name
+        );
+        for (want, rev) in [("a", before.0 + 1), ("b", before.0 + 2)] {
+            match next_event(&mut w).await {
+                WatchItem::Event {
+                    revision, object, ..
+                } => {
+                    let v: Value = serde_json::from_slice(&object).unwrap();
+                    assert_eq!(
+                        (v["metadata"]["name"].as_str(), revision.0),
+                        (Some(want), rev),
+                        "{}: the batch is watched in order, nothing of the failed one",
+                        b.name
+                    );
+                }
+                other => panic!("{}: {other:?}", b.name),
+            }
+        }
     }
 }
 
@@ -943,6 +1126,7 @@ async fn watches_filter_by_indexed_columns(h: &dyn Harness) {
     );
     let by_parent = crate::query::QueryRequest {
         resource: R.into(),
+        terms: Vec::new(),
         namespace: None,
         predicates: vec![crate::query::Predicate {
             column: crate::query::Column::Indexed(IndexColumn::ParentUid),

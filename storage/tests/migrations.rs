@@ -30,7 +30,7 @@ async fn connect(url: &str) -> sqlx::AnyConnection {
     sqlx::AnyConnection::connect(&url).await.unwrap()
 }
 
-const OBJECT: &str = r#"{"apiVersion":"pipelines.kubeflow.org/v2beta1","kind":"PipelineVersion","metadata":{"name":"old","namespace":"ns","uid":"u-old","resourceVersion":"1"},"spec":{"pipelineName":"p","displayName":"Old Title"}}"#;
+const OBJECT: &str = r#"{"apiVersion":"pipelines.kubeflow.org/v2beta1","kind":"PipelineVersion","metadata":{"name":"old","namespace":"ns","uid":"u-old","resourceVersion":"1"},"spec":{"pipelineName":"p","displayName":"Old Title","versionName":"v-old","description":"An old one","tags":{"team":"ml"}}}"#;
 
 #[tokio::test]
 async fn a_schema_1_database_is_migrated_with_its_data_and_a_newer_one_is_refused() {
@@ -61,6 +61,7 @@ async fn a_schema_1_database_is_migrated_with_its_data_and_a_newer_one_is_refuse
             let by_title = s
                 .query(&QueryRequest {
                     resource: "pipelineversions".into(),
+                    terms: Vec::new(),
                     namespace: None,
                     predicates: vec![Predicate {
                         column: Column::Indexed(IndexColumn::Title),
@@ -91,6 +92,30 @@ async fn a_schema_1_database_is_migrated_with_its_data_and_a_newer_one_is_refuse
                 .await
                 .unwrap();
             assert_eq!(by_parent.items.len(), 1, "{}", b.name);
+            // Columns and terms added by migration 3 were filled from the stored object.
+            let reindexed = s
+                .query(&QueryRequest {
+                    resource: "pipelineversions".into(),
+                    terms: vec![("team".into(), "ml".into())],
+                    namespace: None,
+                    predicates: vec![
+                        Predicate {
+                            column: Column::Indexed(IndexColumn::Detail),
+                            op: Op::Substring("old one".into()),
+                        },
+                        Predicate {
+                            column: Column::Indexed(IndexColumn::Alias),
+                            op: Op::Eq(kfp_storage::query::Value::Text("v-old".into())),
+                        },
+                    ],
+                    sort: Column::Name,
+                    descending: false,
+                    after: None,
+                    limit: 10,
+                })
+                .await
+                .unwrap();
+            assert_eq!(reindexed.total, 1, "{}: re-indexed at start", b.name);
             s.close().await;
         }
 
@@ -100,19 +125,19 @@ async fn a_schema_1_database_is_migrated_with_its_data_and_a_newer_one_is_refuse
             .await
             .unwrap();
         let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        assert_eq!(versions, vec![1, 2], "{}: applied once each", b.name);
+        assert_eq!(versions, vec![1, 2, 3], "{}: applied once each", b.name);
         let schema: i64 = sqlx::query("SELECT value FROM kfp_meta WHERE name = 'schema'")
             .fetch_one(&mut conn)
             .await
             .unwrap()
             .get(0);
-        assert_eq!(schema, 2, "{}", b.name);
+        assert_eq!(schema, 3, "{}", b.name);
 
-        // A newer server's migration 3: this server must not touch the database.
+        // A newer server's migration 4: this server must not touch the database.
         sqlx::raw_sql(AssertSqlSafe(
             "INSERT INTO kfp_schema_migrations (version, description, success, checksum, execution_time) \
-             SELECT 3, 'from the future', success, checksum, execution_time FROM kfp_schema_migrations \
-             WHERE version = 2",
+             SELECT 4, 'from the future', success, checksum, execution_time FROM kfp_schema_migrations \
+             WHERE version = 3",
         ))
         .execute(&mut conn)
         .await

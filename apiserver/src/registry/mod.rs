@@ -48,6 +48,32 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 /// request). High enough that ordinary contention never shows; the request timeout bounds it too.
 const MAX_ATTEMPTS: u32 = 256;
 
+/// A new object as it will be stored: field managers recorded, the kind's create rules applied.
+fn prepare_new(
+    res: &'static Resource,
+    ns: &str,
+    body: Value,
+    opts: &WriteOptions,
+    state: ParentState<'_>,
+    applied: Option<&Value>,
+) -> Result<kfp_apiservice::resource::Prepared> {
+    let scope = Scope::Main {
+        ignore_status: res.status_subresource,
+    };
+    let managers = match applied {
+        Some(config) => managed::apply(&res.fields, None, config, &opts.manager, scope, opts.force)
+            .map(|a| a.managers)
+            .unwrap_or_default(),
+        None => managed::update(&res.fields, None, &body, &opts.manager, scope),
+    };
+    let mut prepared = res
+        .strategy
+        .prepare_create(body, ns, &create_context(), state, opts.field_validation)
+        .map_err(RegistryError::from_strategy)?;
+    managed::store(&mut prepared.object, &managers);
+    Ok(prepared)
+}
+
 /// kube-apiserver's limit on JSON patch operations.
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 /// kube-apiserver's limit on bytes a JSON patch may copy (`JSONPatchMaxCopyBytes`).
@@ -374,23 +400,8 @@ impl Registry {
             Parent::Missing(_) => ParentState::Missing,
             Parent::NotNeeded => ParentState::Unknown,
         };
-        let scope = Scope::Main {
-            ignore_status: res.status_subresource,
-        };
-        let managers = match applied {
-            Some(config) => {
-                managed::apply(&res.fields, None, config, &opts.manager, scope, opts.force)
-                    .map(|a| a.managers)
-                    .unwrap_or_default()
-            }
-            None => managed::update(&res.fields, None, &body, &opts.manager, scope),
-        };
-        let mut prepared = res
-            .strategy
-            .prepare_create(body, ns, &create_context(), state, opts.field_validation)
-            .map_err(RegistryError::from_strategy)?;
+        let mut prepared = prepare_new(res, ns, body, opts, state, applied)?;
         warnings.append(&mut prepared.warnings);
-        managed::store(&mut prepared.object, &managers);
         if opts.dry_run {
             return Ok(Written {
                 object: to_bytes(&prepared.object),
@@ -412,6 +423,93 @@ impl Registry {
             created: true,
             warnings,
         })
+    }
+
+    /// Creates an object and one dependent of it (a Pipeline and its first PipelineVersion) in
+    /// one store transaction: both or neither, at consecutive revisions, parent first. The
+    /// dependent is prepared against the parent as it will be stored (uid, owner reference,
+    /// labels), with the same rules as a create of its own; it must name that parent.
+    pub async fn create_with_dependent(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        body: Value,
+        dependent: &'static Resource,
+        dependent_body: Value,
+        opts: &WriteOptions,
+    ) -> Result<(Written, Written)> {
+        if res.strategy.parent_resource().is_some()
+            || dependent.strategy.parent_resource() != Some(res.plural)
+        {
+            return Err(RegistryError::BadRequest(format!(
+                "{} cannot be created together with {}",
+                dependent.kind, res.kind
+            )));
+        }
+        let mut parent = prepare_new(res, ns, body, opts, ParentState::Unknown, None)?;
+        let names = dependent.strategy.parent(&dependent_body);
+        if names.as_deref() != Some(parent.name.as_str()) {
+            return Err(RegistryError::BadRequest(format!(
+                "the {} must name the {} {:?} it is created with",
+                dependent.kind, res.kind, parent.name
+            )));
+        }
+        let mut child = prepare_new(
+            dependent,
+            ns,
+            dependent_body,
+            opts,
+            ParentState::Found(&parent.object),
+            None,
+        )?;
+        let warnings = |p: &mut kfp_apiservice::resource::Prepared| std::mem::take(&mut p.warnings);
+        let (pw, cw) = (warnings(&mut parent), warnings(&mut child));
+        if opts.dry_run {
+            return Ok((
+                Written {
+                    object: to_bytes(&parent.object),
+                    created: true,
+                    warnings: pw,
+                },
+                Written {
+                    object: to_bytes(&child.object),
+                    created: true,
+                    warnings: cw,
+                },
+            ));
+        }
+        let parent_key = Key::new(res.plural, ns, &parent.name);
+        let child_key = Key::new(dependent.plural, ns, &child.name);
+        let mut stored = self
+            .store
+            .create_all(vec![(parent_key, parent.object), (child_key, child.object)])
+            .await
+            .map_err(|e| match &e {
+                StoreError::AlreadyExists(k) if k.resource == dependent.plural => {
+                    RegistryError::store(e, dependent.plural, &child.name)
+                }
+                _ => RegistryError::store(e, res.plural, &parent.name),
+            })?
+            .into_iter();
+        let (Some(p), Some(c)) = (stored.next(), stored.next()) else {
+            return Err(RegistryError::store(
+                StoreError::Internal("a batch create returned fewer objects".into()),
+                res.plural,
+                &parent.name,
+            ));
+        };
+        Ok((
+            Written {
+                object: p.data,
+                created: true,
+                warnings: pw,
+            },
+            Written {
+                object: c.data,
+                created: true,
+                warnings: cw,
+            },
+        ))
     }
 
     /// A dependent created while its parent was being deleted must not outlive it: the

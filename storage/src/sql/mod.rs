@@ -92,6 +92,8 @@ pub(crate) fn column_sql(c: IndexColumn) -> &'static str {
         IndexColumn::Title => "o.title",
         IndexColumn::ParentName => "o.parent_name",
         IndexColumn::ParentUid => "o.parent_uid",
+        IndexColumn::Alias => "o.alias",
+        IndexColumn::Detail => "o.detail",
     }
 }
 
@@ -198,6 +200,7 @@ impl SqlStore {
             dialect,
             indexer: config.indexer.clone(),
         };
+        write::reindex_if_asked(&db).await?;
         let start = db.current_revision().await?;
         let feed = Feed::new(config.feed.clone(), start);
         let wake = Arc::new(Notify::new());
@@ -243,6 +246,16 @@ impl Store for SqlStore {
 
     async fn create(&self, key: &Key, object: Value) -> Result<Object> {
         self.write(key, Op::Create(object)).await
+    }
+
+    async fn create_all(&self, objects: Vec<(Key, Value)>) -> Result<Vec<Object>> {
+        self.write_all(
+            objects
+                .into_iter()
+                .map(|(k, v)| (k, Op::Create(v)))
+                .collect(),
+        )
+        .await
     }
 
     async fn update(

@@ -17,7 +17,7 @@ use super::dialect::{Dialect, db_err};
 use crate::{Result, StoreError};
 
 /// The layout this server reads and writes (= the last migration's version).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Version, description and the SQL of each dialect (SQLite, PostgreSQL, MySQL).
 const MIGRATIONS: &[(i64, &str, [&str; 3])] = &[
@@ -37,6 +37,15 @@ const MIGRATIONS: &[(i64, &str, [&str; 3])] = &[
             include_str!("../../migrations/sqlite/0002_generic_index.sql"),
             include_str!("../../migrations/postgres/0002_generic_index.sql"),
             include_str!("../../migrations/mysql/0002_generic_index.sql"),
+        ],
+    ),
+    (
+        3,
+        "detail column and terms",
+        [
+            include_str!("../../migrations/sqlite/0003_detail_and_terms.sql"),
+            include_str!("../../migrations/postgres/0003_detail_and_terms.sql"),
+            include_str!("../../migrations/mysql/0003_detail_and_terms.sql"),
         ],
     ),
 ];

@@ -59,6 +59,14 @@ impl Db {
                 }
             }
         }
+        for (k, v) in &req.terms {
+            clause.push_str(
+                " AND EXISTS (SELECT 1 FROM kfp_terms t WHERE t.resource = o.resource AND \
+                 t.namespace = o.namespace AND t.name = o.name AND t.term_key = ? AND t.term_value = ?)",
+            );
+            binds.push(Bind::Text(k.clone()));
+            binds.push(Bind::Text(v.clone()));
+        }
         let count_sql = d.sql(&format!(
             "SELECT COUNT(*) FROM kfp_objects o WHERE {clause}"
         ));

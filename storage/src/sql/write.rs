@@ -24,12 +24,21 @@ pub(super) enum Op {
 
 impl SqlStore {
     pub(super) async fn write(&self, key: &Key, op: Op) -> Result<Object> {
+        let mut written = self.write_all(vec![(key.clone(), op)]).await?;
+        written
+            .pop()
+            .ok_or_else(|| StoreError::Internal("a write returned no object".into()))
+    }
+
+    /// Several writes in one transaction: all commit, each at its own revision in order, or
+    /// none does.
+    pub(super) async fn write_all(&self, ops: Vec<(Key, Op)>) -> Result<Vec<Object>> {
         let _guard = match self.inner.db.dialect {
             Dialect::Sqlite => Some(self.inner.write_lock.lock().await),
             _ => None,
         };
         let mut conn = self.inner.db.pool.acquire().await.map_err(db_err)?;
-        let result = self.write_on(&mut conn, key, op).await;
+        let result = self.write_on(&mut conn, ops).await;
         self.after_write(conn, &result).await;
         result
     }
@@ -65,20 +74,42 @@ impl SqlStore {
     async fn write_on(
         &self,
         conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        ops: Vec<(Key, Op)>,
+    ) -> Result<Vec<Object>> {
+        let d = self.inner.db.dialect;
+        let mut tx = sqlx::Connection::begin(&mut **conn).await.map_err(db_err)?;
+        let mut written = Vec::with_capacity(ops.len());
+        for (key, op) in ops {
+            written.push(self.apply(&mut tx, &key, op).await?);
+        }
+        if d == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify('kfp_changes', '')")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        self.inner.wake.notify_one();
+        Ok(written)
+    }
+
+    /// One write inside `tx`, at the next revision.
+    async fn apply(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         key: &Key,
         op: Op,
     ) -> Result<Object> {
         let db = &self.inner.db;
         let d = db.dialect;
-        let mut tx = sqlx::Connection::begin(&mut **conn).await.map_err(db_err)?;
-        let rev = allocate(&mut tx, d).await?;
+        let rev = allocate(tx, d).await?;
         let existing = sqlx::query(d.sql(
             "SELECT uid, revision, value FROM kfp_objects WHERE resource = ? AND namespace = ? AND name = ?",
         ))
         .bind(&key.resource)
         .bind(&key.namespace)
         .bind(&key.name)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db_err)?
         .map(|r| -> Result<(String, i64, String)> {
@@ -142,11 +173,12 @@ impl SqlStore {
         match kind {
             EventKind::Added | EventKind::Modified => {
                 if kind == EventKind::Modified {
-                    delete_key(&mut tx, d, "kfp_objects", key).await?;
+                    delete_key(tx, d, "kfp_objects", key).await?;
                 }
                 let inserted = sqlx::query(d.sql(
                     "INSERT INTO kfp_objects (resource, namespace, name, uid, revision, created_at, \
-                     title, parent_name, parent_uid, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     title, parent_name, parent_uid, alias, detail, value) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ))
                 .bind(&key.resource)
                 .bind(&key.namespace)
@@ -157,8 +189,10 @@ impl SqlStore {
                 .bind(&idx.columns.title)
                 .bind(&idx.columns.parent_name)
                 .bind(&idx.columns.parent_uid)
+                .bind(&idx.columns.alias)
+                .bind(&idx.columns.detail)
                 .bind(&text)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await;
                 if let Err(e) = inserted {
                     if let sqlx::Error::Database(dbe) = &e
@@ -168,11 +202,14 @@ impl SqlStore {
                     }
                     return Err(db_err(e));
                 }
-                replace_labels(&mut tx, d, key, &idx.labels, kind == EventKind::Modified).await?;
+                let modified = kind == EventKind::Modified;
+                replace_pairs(tx, d, LABELS, key, &idx.labels, modified).await?;
+                replace_pairs(tx, d, TERMS, key, &idx.columns.terms, modified).await?;
             }
             EventKind::Deleted => {
-                delete_key(&mut tx, d, "kfp_objects", key).await?;
-                delete_key(&mut tx, d, "kfp_labels", key).await?;
+                delete_key(tx, d, "kfp_objects", key).await?;
+                delete_key(tx, d, LABELS.0, key).await?;
+                delete_key(tx, d, TERMS.0, key).await?;
             }
         }
         sqlx::query(d.sql(
@@ -187,17 +224,9 @@ impl SqlStore {
         .bind(&text)
         .bind(prev)
         .bind(now_ms())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db_err)?;
-        if d == Dialect::Postgres {
-            sqlx::query("SELECT pg_notify('kfp_changes', '')")
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        self.inner.wake.notify_one();
         Ok(Object {
             key: key.clone(),
             uid,
@@ -205,6 +234,87 @@ impl SqlStore {
             data: Bytes::from(text),
         })
     }
+}
+
+/// Re-derives every object's index columns and terms with the current indexer when a migration
+/// asked for it (`kfp_meta.reindex` = 1), in batches keyed by primary key; a row written since it
+/// was read is skipped (its writer indexed it). Runs at start, before the store serves.
+pub(super) async fn reindex_if_asked(db: &super::Db) -> Result<()> {
+    const BATCH: i64 = 500;
+    let d = db.dialect;
+    let asked = sqlx::query(d.sql("SELECT value FROM kfp_meta WHERE name = 'reindex'"))
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(db_err)?
+        .map(|r| r.try_get::<i64, _>(0))
+        .transpose()
+        .map_err(db_err)?;
+    if asked != Some(1) {
+        return Ok(());
+    }
+    let mut after = (String::new(), String::new(), String::new());
+    let mut done = 0u64;
+    loop {
+        let rows = sqlx::query(d.sql(&format!(
+            "SELECT resource, namespace, name, revision, value FROM kfp_objects \
+             WHERE (resource, namespace, name) > (?, ?, ?) \
+             ORDER BY resource, namespace, name LIMIT {BATCH}"
+        )))
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(&after.2)
+        .fetch_all(&db.pool)
+        .await
+        .map_err(db_err)?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut tx = db.pool.begin().await.map_err(db_err)?;
+        for r in &rows {
+            let key = Key {
+                resource: r.try_get(0).map_err(db_err)?,
+                namespace: r.try_get(1).map_err(db_err)?,
+                name: r.try_get(2).map_err(db_err)?,
+            };
+            let revision: i64 = r.try_get(3).map_err(db_err)?;
+            let text: String = r.try_get(4).map_err(db_err)?;
+            let object: Value = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Internal(format!("stored {key} is not JSON: {e}")))?;
+            let idx = index_fields(db.indexer.as_ref(), &key.resource, &object);
+            let c = &idx.columns;
+            let updated = sqlx::query(d.sql(
+                "UPDATE kfp_objects SET title = ?, parent_name = ?, parent_uid = ?, alias = ?, \
+                 detail = ? WHERE resource = ? AND namespace = ? AND name = ? AND revision = ?",
+            ))
+            .bind(&c.title)
+            .bind(&c.parent_name)
+            .bind(&c.parent_uid)
+            .bind(&c.alias)
+            .bind(&c.detail)
+            .bind(&key.resource)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .bind(revision)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if updated.rows_affected() == 1 {
+                replace_pairs(&mut tx, d, TERMS, &key, &c.terms, true).await?;
+            }
+            done += 1;
+            after = (key.resource, key.namespace, key.name);
+        }
+        tx.commit().await.map_err(db_err)?;
+    }
+    sqlx::query("UPDATE kfp_meta SET value = 0 WHERE name = 'reindex'")
+        .execute(&db.pool)
+        .await
+        .map_err(db_err)?;
+    tracing::info!(
+        objects = done,
+        "re-indexed the stored objects after a schema migration"
+    );
+    Ok(())
 }
 
 async fn allocate(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: Dialect) -> Result<i64> {
@@ -235,7 +345,7 @@ async fn allocate(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: Dialect) -> Resu
 }
 
 /// Deletes the rows of `key` from a table keyed by (resource, namespace, name).
-async fn delete_key(
+pub(super) async fn delete_key(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     d: Dialect,
     table: &'static str,
@@ -253,25 +363,34 @@ async fn delete_key(
     Ok(())
 }
 
-async fn replace_labels(
+/// A key/value table keyed by (resource, namespace, name): its name and its two columns.
+type PairTable = (&'static str, &'static str, &'static str);
+/// Labels, for label selectors.
+const LABELS: PairTable = ("kfp_labels", "label_key", "label_value");
+/// The indexer's terms, for term filters.
+pub(super) const TERMS: PairTable = ("kfp_terms", "term_key", "term_value");
+
+/// Replaces the rows of `key` in a key/value table.
+pub(super) async fn replace_pairs(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     d: Dialect,
+    (table, key_col, value_col): PairTable,
     key: &Key,
-    labels: &BTreeMap<String, String>,
+    pairs: &BTreeMap<String, String>,
     delete_first: bool,
 ) -> Result<()> {
     if delete_first {
-        delete_key(tx, d, "kfp_labels", key).await?;
+        delete_key(tx, d, table, key).await?;
     }
-    if labels.is_empty() {
+    if pairs.is_empty() {
         return Ok(());
     }
-    let values = vec!["(?, ?, ?, ?, ?)"; labels.len()].join(", ");
+    let values = vec!["(?, ?, ?, ?, ?)"; pairs.len()].join(", ");
     let sql = d.sql(&format!(
-        "INSERT INTO kfp_labels (resource, namespace, name, label_key, label_value) VALUES {values}"
+        "INSERT INTO {table} (resource, namespace, name, {key_col}, {value_col}) VALUES {values}"
     ));
     let mut q = sqlx::query(sql);
-    for (k, v) in labels {
+    for (k, v) in pairs {
         q = q
             .bind(&key.resource)
             .bind(&key.namespace)
