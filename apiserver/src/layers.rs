@@ -280,7 +280,16 @@ pub fn request_info() -> Middleware<impl Handler> {
     middleware(|mut req: HttpRequest, next: Next| {
         let fut: Pending = Box::pin(async move {
             let query = Query::parse(req.uri().query().unwrap_or_default());
-            let t = request_info::parse(req.method(), req.uri().path(), &query);
+            let mut t = request_info::parse(req.method(), req.uri().path(), &query);
+            // The plain-HTTP KFP listener serves the KFP view and nothing else.
+            if req
+                .extensions()
+                .get::<crate::server::PlainKfpListener>()
+                .is_some()
+                && !matches!(t, Target::Kfp(_))
+            {
+                t = Target::NotFound;
+            }
             let mut tags = match &t {
                 Target::Resource(r) => Tags {
                     verb: r.verb,

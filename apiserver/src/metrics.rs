@@ -110,19 +110,25 @@ impl Metrics {
         })
     }
 
-    /// Records one finished request.
+    /// Records one finished request. Kubernetes verbs are upper-cased as kube-apiserver's
+    /// metrics have them (`LIST`); KFP operations keep their RPC names (`ListPipelines`).
     pub fn observe(&self, verb: &str, resource: &str, code: u16, seconds: f64) {
+        let verb = if verb.chars().any(|c| c.is_ascii_uppercase()) {
+            verb.to_owned()
+        } else {
+            verb.to_uppercase()
+        };
         self.requests
             .get_or_create(&RequestLabels {
-                verb: verb.to_uppercase(),
+                verb: verb.clone(),
                 resource: resource.to_owned(),
                 code: code.to_string(),
             })
             .inc();
-        if verb != "watch" {
+        if verb != "WATCH" {
             self.duration
                 .get_or_create(&VerbResource {
-                    verb: verb.to_uppercase(),
+                    verb,
                     resource: resource.to_owned(),
                 })
                 .observe(seconds);

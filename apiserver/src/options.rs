@@ -85,6 +85,10 @@ pub struct ServeOptions {
     /// Seconds between sweeps that delete dependents whose owner is gone (one runs at start).
     #[arg(long, default_value_t = 60)]
     pub gc_interval_seconds: u64,
+    /// Also serve the KFP REST view (only it) over plain HTTP on this address, for in-mesh
+    /// clients behind a trusted proxy that terminates TLS (off by default).
+    #[arg(long)]
+    pub kfp_http_listen: Option<String>,
     /// The KFP view: KFP's multi-user mode (namespaces from requests; an empty one is shared).
     #[arg(long)]
     pub kfp_multi_user: bool,

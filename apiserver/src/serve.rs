@@ -121,11 +121,31 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let collector = app
         .registry
         .spawn_collector(Duration::from_secs(opts.gc_interval_seconds.max(1)));
+    let plain = match &opts.kfp_http_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (--kfp-http-listen)"))?;
+            tracing::warn!(
+                listen = %addr,
+                "serving the KFP REST view over plain HTTP: only behind a trusted proxy"
+            );
+            Some(tokio::spawn(crate::server::run_kfp_plain(
+                l,
+                app.clone(),
+                rx.clone(),
+            )))
+        }
+        None => None,
+    };
     tracing::info!(listen = %opts.listen, store = %redact(&store_url), "serving");
     let server = tokio::spawn(crate::server::run(listener, tls, app, rx));
     crate::server::signal().await;
     let _ = tx.send(true);
     let _ = server.await;
+    if let Some(p) = plain {
+        let _ = p.await;
+    }
     if let Some(c) = compaction {
         c.abort();
     }

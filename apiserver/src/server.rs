@@ -27,14 +27,33 @@ use crate::body::Body;
 /// How long in-flight requests get after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_secs(20);
 
+/// Marks a request that came in on the plain-HTTP KFP listener (`--kfp-http-listen`): only KFP
+/// routes are served there; every other path is 404, so the Kubernetes API never goes out
+/// unencrypted.
+#[derive(Clone, Copy, Debug)]
+pub struct PlainKfpListener;
+
 /// Accepts connections until `shutdown` flips, then drains.
 pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Arc<App>,
+    shutdown: watch::Receiver<bool>,
+) {
+    accept_loop(listener, Some(TlsAcceptor::from(tls)), app, shutdown).await
+}
+
+/// The plain-HTTP listener for in-mesh KFP clients behind a trusted proxy: KFP routes only.
+pub async fn run_kfp_plain(listener: TcpListener, app: Arc<App>, shutdown: watch::Receiver<bool>) {
+    accept_loop(listener, None, app, shutdown).await
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -53,6 +72,10 @@ pub async fn run(
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                serve_connection(TokioIo::new(tcp), app, watcher, peer, None, true).await;
+                return;
+            };
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -65,7 +88,7 @@ pub async fn run(
             let certs = tls.get_ref().1.peer_certificates().map(|c| {
                 PeerCertificates(Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()))
             });
-            serve_connection(TokioIo::new(tls), app, watcher, peer, certs).await;
+            serve_connection(TokioIo::new(tls), app, watcher, peer, certs, false).await;
         });
     }
     tracing::info!("shutting down: no new connections; draining in-flight requests");
@@ -141,6 +164,7 @@ async fn serve_connection<I>(
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
     certs: Option<PeerCertificates>,
+    plain: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -156,6 +180,9 @@ async fn serve_connection<I>(
             let guard = InFlight::new(&act);
             if let Some(c) = &certs {
                 req.extensions_mut().insert(c.clone());
+            }
+            if plain {
+                req.extensions_mut().insert(PlainKfpListener);
             }
             let mut stack = stack.clone();
             async move {

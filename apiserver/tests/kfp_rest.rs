@@ -397,6 +397,16 @@ async fn the_dashboards_requests_and_kfps_json_field_by_field() {
     assert_eq!(h["multi_user"], false);
     assert_eq!(h["pipeline_store"], "kubernetes");
     assert!(h["commit_sha"].is_string() && h["tag_name"].is_string());
+
+    // Metrics label KFP requests by their operation.
+    let m = get(&app, "/metrics").await.text();
+    for want in [
+        r#"apiserver_request_total{verb="UploadPipeline",resource="pipelines",code="200"}"#,
+        r#"apiserver_request_total{verb="ListPipelineVersions",resource="pipelineversions",code="200"}"#,
+        r#"apiserver_request_total{verb="UpdatePipeline",resource="pipelines",code="200"}"#,
+    ] {
+        assert!(m.contains(want), "{want} in:\n{m}");
+    }
 }
 
 #[tokio::test]

@@ -67,7 +67,7 @@ pub enum Op {
     Le(Value),
     /// One of.
     In(Vec<Value>),
-    /// Case-insensitive substring (text columns).
+    /// Case-insensitive substring (text columns; on SQLite, case folding is ASCII only).
     Substring(String),
 }
 

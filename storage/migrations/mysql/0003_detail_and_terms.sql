@@ -11,5 +11,8 @@ CREATE TABLE kfp_terms (
         PRIMARY KEY (resource, namespace, name, term_key),
         KEY kfp_terms_kv (resource, term_key, term_value)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+-- Sorting on the title and the alias (a prefix of the TEXT title, as MySQL indexes TEXT).
+ALTER TABLE kfp_objects ADD INDEX kfp_objects_title (resource, namespace, title(191)),
+    ADD INDEX kfp_objects_alias (resource, namespace, alias);
 INSERT INTO kfp_meta (name, value) VALUES ('reindex', 1);
 UPDATE kfp_meta SET value = 3 WHERE name = 'schema';

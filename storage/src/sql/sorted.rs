@@ -54,7 +54,13 @@ impl Db {
                     }
                 }
                 QueryOp::Substring(s) => {
-                    clause.push_str(&format!(" AND LOWER({col}) LIKE ? ESCAPE '!'"));
+                    // SQLite's LIKE ignores ASCII case by itself, and LOWER() on every row
+                    // costs more than the match (a covering index scan stays one pass).
+                    if d == Dialect::Sqlite {
+                        clause.push_str(&format!(" AND {col} LIKE ? ESCAPE '!'"));
+                    } else {
+                        clause.push_str(&format!(" AND LOWER({col}) LIKE ? ESCAPE '!'"));
+                    }
                     binds.push(Bind::Text(query::like_pattern(s)));
                 }
             }
