@@ -9,7 +9,8 @@
 //!   concern each.
 //! - [`app`]: shared state, the non-resource routes, `AppService` (the stack as a service).
 //! - [`request_info`]: what a request is about (the router).
-//! - [`auth`]: users and decisions.
+//! - [`auth`]: users and decisions; [`delegated`]: TokenReview and SubjectAccessReview
+//!   against the host cluster, cached.
 //! - [`registry`]: write semantics for every resource and both views (read-modify-write,
 //!   field management, finalizers, dependents, dry run).
 //! - [`kube`]: the Kubernetes routes (thin over the registry), watch, encodings.
@@ -23,6 +24,7 @@
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod delegated;
 pub mod dev;
 pub mod docs;
 pub mod error;

@@ -51,6 +51,29 @@ pub struct ServeOptions {
     /// Static bearer tokens, kube-apiserver's format: `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// A kubeconfig for the host cluster, used for TokenReview and SubjectAccessReview unless the
+    /// two flags below name others. Without `--dev` and without any of them, the in-cluster
+    /// configuration is used.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig TokenReviews are sent with (delegated authentication of bearer tokens).
+    #[arg(long)]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// The kubeconfig SubjectAccessReviews are sent with (delegated authorization).
+    #[arg(long)]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// How long TokenReview answers are cached (kube-apiserver: 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub authentication_token_webhook_cache_ttl: std::time::Duration,
+    /// How long an allowed SubjectAccessReview is cached (kube-apiserver: 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub authorization_webhook_cache_authorized_ttl: std::time::Duration,
+    /// How long a denied SubjectAccessReview is cached (kube-apiserver: 10s).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub authorization_webhook_cache_unauthorized_ttl: std::time::Duration,
+    /// Non-resource paths anyone may get without authorization (a trailing `*` matches a prefix).
+    #[arg(long, value_delimiter = ',', default_value = "/healthz,/readyz,/livez")]
+    pub authorization_always_allow_paths: Vec<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -120,6 +143,29 @@ pub struct ServeOptions {
     /// `package_url` downloads: seconds a download may take (KFP's `PIPELINE_URL_TIMEOUT`).
     #[arg(long, default_value_t = 30)]
     pub kfp_pipeline_url_timeout_seconds: u64,
+}
+
+/// Parses a Go-style duration: `10s`, `1m`, `500ms`, `1.5s`, `2h` (or plain seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (10s, 1m, 500ms)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Log output format.

@@ -54,16 +54,36 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             .tls_private_key_file
             .clone()
             .context("--tls-private-key-file is required without --dev")?;
-        if file_tokens.is_none() {
-            anyhow::bail!(
-                "--token-auth-file is required without --dev until delegated authentication (front proxy, TokenReview) lands"
-            );
-        }
         (store, cert, key, Vec::new())
     };
     if let Some(tokens) = file_tokens {
         authenticators.push(Arc::new(tokens));
     }
+    let delegation = Delegation::from_options(&opts).await?;
+    if let Some(client) = &delegation.authentication {
+        authenticators.push(Arc::new(crate::delegated::TokenReviewAuthenticator::new(
+            client.clone(),
+            Vec::new(),
+            opts.authentication_token_webhook_cache_ttl,
+            opts.authentication_token_webhook_cache_ttl,
+        )));
+    }
+    if authenticators.is_empty() {
+        anyhow::bail!(
+            "no authentication configured: without --dev, give --token-auth-file or a kubeconfig for delegated authentication (--authentication-kubeconfig / --kubeconfig, or run in a cluster)"
+        );
+    }
+    let authz: Arc<dyn crate::auth::Authorizer> = match &delegation.authorization {
+        Some(client) => Arc::new(crate::delegated::DelegatingAuthorizer {
+            always_allow_paths: opts.authorization_always_allow_paths.clone(),
+            inner: crate::delegated::SubjectAccessReviewAuthorizer::new(
+                client.clone(),
+                opts.authorization_webhook_cache_authorized_ttl,
+                opts.authorization_webhook_cache_unauthorized_ttl,
+            ),
+        }),
+        None => Arc::new(crate::auth::AllowAuthenticated),
+    };
     let authn = Union(authenticators);
     let resolver = Arc::new(kfp_certs::ReloadingResolver::new(&cert, &key)?);
     let tls = kfp_certs::server_config(resolver)?;
@@ -113,7 +133,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let app = App::build(
         store.clone(),
         Arc::new(authn),
-        Arc::new(crate::auth::AllowAuthenticated),
+        authz,
         rx.clone(),
         limits,
         kfp,
@@ -152,6 +172,60 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     collector.abort();
     store.close().await;
     Ok(())
+}
+
+/// A client for the host cluster from a kubeconfig, or the in-cluster configuration.
+async fn host_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading the kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading the kubeconfig {}", p.display()))?
+        }
+        None => kube::Config::incluster().context("the in-cluster configuration")?,
+    };
+    kube::Client::try_from(config).context("a client for the host cluster")
+}
+
+/// The host-cluster clients for delegated authentication and authorization.
+struct Delegation {
+    authentication: Option<kube::Client>,
+    authorization: Option<kube::Client>,
+}
+
+impl Delegation {
+    /// `--authentication-kubeconfig` / `--authorization-kubeconfig`, else `--kubeconfig`, else
+    /// (without `--dev`, or with `--token-auth-file` only) the in-cluster configuration when
+    /// the process runs in a pod. `--dev` alone uses none: its static token and allow-all.
+    async fn from_options(opts: &ServeOptions) -> anyhow::Result<Delegation> {
+        let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() && !opts.dev;
+        let pick = |specific: &Option<std::path::PathBuf>| {
+            specific.clone().or_else(|| opts.kubeconfig.clone())
+        };
+        let authn_path = pick(&opts.authentication_kubeconfig);
+        let authz_path = pick(&opts.authorization_kubeconfig);
+        let authentication = match (&authn_path, in_cluster) {
+            (Some(p), _) => Some(host_client(Some(p)).await?),
+            (None, true) => Some(host_client(None).await?),
+            (None, false) => None,
+        };
+        let authorization = match (&authz_path, in_cluster) {
+            (Some(p), _) => Some(host_client(Some(p)).await?),
+            (None, true) => Some(host_client(None).await?),
+            (None, false) => None,
+        };
+        if !opts.dev && authorization.is_none() {
+            tracing::warn!(
+                "no kubeconfig for delegated authorization: every authenticated user may do everything"
+            );
+        }
+        Ok(Delegation {
+            authentication,
+            authorization,
+        })
+    }
 }
 
 /// A store URL without its password, for logs.

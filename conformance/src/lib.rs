@@ -5,6 +5,8 @@
 //! The binary is `$KFP_APISERVER_BIN` or `target/debug/kfp-apiserver` (scripts/test builds it);
 //! kubectl is `$KUBECTL` or the one `../shared/tools/install-kubectl` installs.
 
+pub mod sim;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
