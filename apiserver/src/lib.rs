@@ -9,7 +9,7 @@
 //!   concern each.
 //! - [`app`]: shared state, the non-resource routes, `AppService` (the stack as a service).
 //! - [`request_info`]: what a request is about (the router).
-//! - [`auth`]: users and decisions; [`delegated`]: TokenReview and SubjectAccessReview
+//! - [`auth`]: users and decisions; [`front_proxy`]: the front proxy and x509 client certificates; [`delegated`]: TokenReview and SubjectAccessReview
 //!   against the host cluster, cached.
 //! - [`registry`]: write semantics for every resource and both views (read-modify-write,
 //!   field management, finalizers, dependents, dry run).
@@ -28,6 +28,7 @@ pub mod delegated;
 pub mod dev;
 pub mod docs;
 pub mod error;
+pub mod front_proxy;
 pub mod kfp;
 pub mod kube;
 pub mod layers;

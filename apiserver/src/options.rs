@@ -51,6 +51,28 @@ pub struct ServeOptions {
     /// Static bearer tokens, kube-apiserver's format: `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// Client certificates signed by these CAs authenticate as their CN, with their O as groups.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// The front proxy's CA (the aggregator's `--proxy-client-cert-file` issuer): a client
+    /// certificate it signed, with an allowed CN, makes the request-header user the user.
+    #[arg(long)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// CNs the front-proxy certificate may have (empty: any from that CA).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Headers holding the user name on front-proxy requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-User")]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers holding the groups on front-proxy requests (every line of each).
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Group")]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of the extra headers on front-proxy requests.
+    #[arg(long, value_delimiter = ',', default_value = "X-Remote-Extra-")]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+    /// Headers holding the uid on front-proxy requests (none by default).
+    #[arg(long, value_delimiter = ',')]
+    pub requestheader_uid_headers: Vec<String>,
     /// A kubeconfig for the host cluster, used for TokenReview and SubjectAccessReview unless the
     /// two flags below name others. Without `--dev` and without any of them, the in-cluster
     /// configuration is used.

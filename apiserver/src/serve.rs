@@ -59,6 +59,37 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(tokens) = file_tokens {
         authenticators.push(Arc::new(tokens));
     }
+    // Certificates come first, as kube-apiserver orders them: the front proxy, then x509.
+    let cas = Arc::new(kfp_certs::ClientCas {
+        client: opts
+            .client_ca_file
+            .as_deref()
+            .map(kfp_certs::ReloadingCaBundle::new)
+            .transpose()
+            .context("--client-ca-file")?,
+        request_header: opts
+            .requestheader_client_ca_file
+            .as_deref()
+            .map(kfp_certs::ReloadingCaBundle::new)
+            .transpose()
+            .context("--requestheader-client-ca-file")?,
+    });
+    let mut first: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if cas.request_header.is_some() {
+        first.push(Arc::new(crate::front_proxy::RequestHeaderAuthenticator {
+            config: crate::front_proxy::RequestHeaderConfig {
+                allowed_names: opts.requestheader_allowed_names.clone(),
+                username_headers: opts.requestheader_username_headers.clone(),
+                group_headers: opts.requestheader_group_headers.clone(),
+                extra_prefixes: opts.requestheader_extra_headers_prefix.clone(),
+                uid_headers: opts.requestheader_uid_headers.clone(),
+            },
+        }));
+    }
+    if cas.client.is_some() {
+        first.push(Arc::new(crate::front_proxy::X509Authenticator));
+    }
+    authenticators.splice(0..0, first);
     let delegation = Delegation::from_options(&opts).await?;
     if let Some(client) = &delegation.authentication {
         authenticators.push(Arc::new(crate::delegated::TokenReviewAuthenticator::new(
@@ -86,7 +117,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let authn = Union(authenticators);
     let resolver = Arc::new(kfp_certs::ReloadingResolver::new(&cert, &key)?);
-    let tls = kfp_certs::server_config(resolver)?;
+    let tls = kfp_certs::server_config_with_client_cas(resolver, cas.clone())?;
     let listener = TcpListener::bind(&opts.listen)
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
@@ -159,7 +190,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         None => None,
     };
     tracing::info!(listen = %opts.listen, store = %redact(&store_url), "serving");
-    let server = tokio::spawn(crate::server::run(listener, tls, app, rx));
+    let server = tokio::spawn(crate::server::run(listener, tls, Some(cas), app, rx));
     crate::server::signal().await;
     let _ = tx.send(true);
     let _ = server.await;

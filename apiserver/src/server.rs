@@ -23,6 +23,7 @@ use tower::Service;
 use crate::app::{App, AppService};
 use crate::auth::PeerCertificates;
 use crate::body::Body;
+use crate::front_proxy::VerifiedClient;
 
 /// How long in-flight requests get after a shutdown signal.
 pub const DRAIN: Duration = Duration::from_secs(20);
@@ -34,13 +35,15 @@ pub const DRAIN: Duration = Duration::from_secs(20);
 pub struct PlainKfpListener;
 
 /// Accepts connections until `shutdown` flips, then drains.
+/// `cas` classifies each connection's client certificate once, at the handshake.
 pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    cas: Option<Arc<kfp_certs::ClientCas>>,
     app: Arc<App>,
     shutdown: watch::Receiver<bool>,
 ) {
-    accept_loop(listener, Some(TlsAcceptor::from(tls)), app, shutdown).await
+    accept_loop(listener, Some((TlsAcceptor::from(tls), cas)), app, shutdown).await
 }
 
 /// The plain-HTTP listener for in-mesh KFP clients behind a trusted proxy: KFP routes only.
@@ -50,7 +53,7 @@ pub async fn run_kfp_plain(listener: TcpListener, app: Arc<App>, shutdown: watch
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
+    acceptor: Option<(TlsAcceptor, Option<Arc<kfp_certs::ClientCas>>)>,
     app: Arc<App>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -72,7 +75,7 @@ async fn accept_loop(
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let Some(acceptor) = acceptor else {
+            let Some((acceptor, cas)) = acceptor else {
                 serve_connection(TokioIo::new(tcp), app, watcher, peer, None, true).await;
                 return;
             };
@@ -86,7 +89,12 @@ async fn accept_loop(
                     Err(_) => return,
                 };
             let certs = tls.get_ref().1.peer_certificates().map(|c| {
-                PeerCertificates(Arc::new(c.iter().map(|d| d.clone().into_owned()).collect()))
+                let chain: Vec<_> = c.iter().map(|d| d.clone().into_owned()).collect();
+                let verified = cas
+                    .as_ref()
+                    .and_then(|cas| cas.classify(&chain))
+                    .map(|id| VerifiedClient(Arc::new(id)));
+                (PeerCertificates(Arc::new(chain)), verified)
             });
             serve_connection(TokioIo::new(tls), app, watcher, peer, certs, false).await;
         });
@@ -163,7 +171,7 @@ async fn serve_connection<I>(
     app: Arc<App>,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
-    certs: Option<PeerCertificates>,
+    certs: Option<(PeerCertificates, Option<VerifiedClient>)>,
     plain: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -178,8 +186,11 @@ async fn serve_connection<I>(
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let guard = InFlight::new(&act);
-            if let Some(c) = &certs {
-                req.extensions_mut().insert(c.clone());
+            if let Some((chain, verified)) = &certs {
+                req.extensions_mut().insert(chain.clone());
+                if let Some(v) = verified {
+                    req.extensions_mut().insert(v.clone());
+                }
             }
             if plain {
                 req.extensions_mut().insert(PlainKfpListener);

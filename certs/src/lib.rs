@@ -285,3 +285,332 @@ mod tests {
         }
     }
 }
+
+// === client certificates ===
+
+/// Which trust bundle a client certificate chains to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCa {
+    /// `--client-ca-file`: x509 client authentication (CN = user, O = groups).
+    Client,
+    /// `--requestheader-client-ca-file`: the front proxy (the aggregator), whose requests carry
+    /// the user in `X-Remote-*` headers.
+    RequestHeader,
+}
+
+/// A verified client certificate: which bundles it chains to and its subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The bundles it chains to (request-header first).
+    pub cas: Vec<ClientCa>,
+    /// The subject's common name.
+    pub common_name: String,
+    /// The subject's organizations.
+    pub organizations: Vec<String>,
+    /// The end of its validity.
+    pub not_after: SystemTime,
+}
+
+fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(path).map_err(|e| Error::Pem {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })? {
+        let c = c.map_err(|e| Error::Pem {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        roots.add(c)?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Pem {
+            path: path.to_owned(),
+            message: "no CA certificate found".into(),
+        });
+    }
+    Ok(Arc::new(roots))
+}
+
+type Verifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
+fn verifier_for(roots: Arc<rustls::RootCertStore>) -> Result<Verifier> {
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots,
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| Error::Tls(rustls::Error::General(e.to_string())))
+}
+
+/// A CA bundle in a PEM file, reloaded when the file changes (checked at most once a second);
+/// a changed file that cannot be loaded keeps the old bundle and logs why.
+pub struct ReloadingCaBundle {
+    path: PathBuf,
+    state: Mutex<(Verifier, Option<SystemTime>, Instant)>,
+}
+
+impl std::fmt::Debug for ReloadingCaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCaBundle")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl ReloadingCaBundle {
+    /// Loads the bundle now; fails if it holds no usable CA.
+    pub fn new(path: &Path) -> Result<Self> {
+        let v = verifier_for(load_roots(path)?)?;
+        Ok(ReloadingCaBundle {
+            path: path.to_owned(),
+            state: Mutex::new((v, modified(path), Instant::now())),
+        })
+    }
+
+    fn verifier(&self) -> Verifier {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.2.elapsed() >= Duration::from_secs(1) {
+            st.2 = Instant::now();
+            let stamp = modified(&self.path);
+            if stamp != st.1 {
+                match load_roots(&self.path).and_then(verifier_for) {
+                    Ok(v) => {
+                        tracing::info!(ca = %self.path.display(), "client CA bundle reloaded");
+                        st.0 = v;
+                        st.1 = stamp;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "client CA bundle changed but cannot be loaded; keeping the old one")
+                    }
+                }
+            }
+        }
+        st.0.clone()
+    }
+
+    fn verifies(&self, chain: &[CertificateDer<'_>], now: rustls::pki_types::UnixTime) -> bool {
+        let Some((end, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        self.verifier()
+            .verify_client_cert(end, intermediates, now)
+            .is_ok()
+    }
+}
+
+/// The client-certificate trust of the server: the client CA and the request-header CA, both
+/// optional, both reloading.
+#[derive(Debug, Default)]
+pub struct ClientCas {
+    /// `--client-ca-file`.
+    pub client: Option<ReloadingCaBundle>,
+    /// `--requestheader-client-ca-file`.
+    pub request_header: Option<ReloadingCaBundle>,
+}
+
+impl ClientCas {
+    fn bundles(&self) -> impl Iterator<Item = (ClientCa, &ReloadingCaBundle)> {
+        self.request_header
+            .iter()
+            .map(|b| (ClientCa::RequestHeader, b))
+            .chain(self.client.iter().map(|b| (ClientCa::Client, b)))
+    }
+
+    /// Which bundles a presented chain (leaf first) verifies against now, and its subject;
+    /// `None` when it verifies against none or cannot be parsed.
+    pub fn classify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientIdentity> {
+        let now = rustls::pki_types::UnixTime::now();
+        let cas: Vec<ClientCa> = self
+            .bundles()
+            .filter(|(_, b)| b.verifies(chain, now))
+            .map(|(k, _)| k)
+            .collect();
+        if cas.is_empty() {
+            return None;
+        }
+        let (_, cert) = x509_parser::parse_x509_certificate(chain.first()?.as_ref()).ok()?;
+        let subject = cert.subject();
+        let common_name = subject
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let organizations = subject
+            .iter_organization()
+            .filter_map(|a| a.as_str().ok())
+            .map(str::to_owned)
+            .collect();
+        let secs = cert.validity().not_after.timestamp().max(0) as u64;
+        Some(ClientIdentity {
+            cas,
+            common_name,
+            organizations,
+            not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+        })
+    }
+}
+
+/// Requests a client certificate (never requires one) and accepts it when it chains to either
+/// bundle; a connection without one goes on to bearer tokens.
+#[derive(Debug)]
+struct EitherCa(Arc<ClientCas>);
+
+impl rustls::server::danger::ClientCertVerifier for EitherCa {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        // No hints: clients send the certificate they have, and the bundles may be reloaded.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let mut last = rustls::Error::General("no client CA is configured".into());
+        for (_, b) in self.0.bundles() {
+            match b
+                .verifier()
+                .verify_client_cert(end_entity, intermediates, now)
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// [`server_config`] that also requests client certificates, verified against `cas` (when it
+/// has any bundle).
+pub fn server_config_with_client_cas(
+    resolver: Arc<ReloadingResolver>,
+    cas: Arc<ClientCas>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    if cas.client.is_none() && cas.request_header.is_none() {
+        return server_config(resolver);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(EitherCa(cas)))
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod client_ca_tests {
+    use super::*;
+
+    fn ca(name: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let pem = p.self_signed(&key).unwrap().pem();
+        (rcgen::Issuer::new(p, key), pem)
+    }
+
+    fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, cn: &str) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "team-a");
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        p.signed_by(&key, issuer).unwrap().der().clone()
+    }
+
+    #[test]
+    fn classifies_by_bundle_and_reloads_a_rotated_bundle() {
+        let dir = std::env::temp_dir().join(format!("kfp-certs-client-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (front, front_pem) = ca("front");
+        let (client, client_pem) = ca("client");
+        let (next, next_pem) = ca("next client CA");
+        let front_file = dir.join("front.crt");
+        let client_file = dir.join("client.crt");
+        std::fs::write(&front_file, &front_pem).unwrap();
+        std::fs::write(&client_file, &client_pem).unwrap();
+        let cas = ClientCas {
+            client: Some(ReloadingCaBundle::new(&client_file).unwrap()),
+            request_header: Some(ReloadingCaBundle::new(&front_file).unwrap()),
+        };
+        let id = cas.classify(&[leaf(&front, "front-proxy-client")]).unwrap();
+        assert_eq!(id.cas, [ClientCa::RequestHeader]);
+        assert_eq!(id.common_name, "front-proxy-client");
+        let id = cas.classify(&[leaf(&client, "carol")]).unwrap();
+        assert_eq!(
+            (id.cas.as_slice(), id.organizations.as_slice()),
+            (&[ClientCa::Client][..], &["team-a".to_owned()][..])
+        );
+        assert_eq!(cas.classify(&[leaf(&next, "x")]), None, "not trusted yet");
+        // Rotation: the client CA file now holds the next CA (checked at most once a second).
+        std::thread::sleep(Duration::from_millis(1100));
+        std::fs::write(&client_file, &next_pem).unwrap();
+        let id = cas.classify(&[leaf(&next, "dave")]).unwrap();
+        assert_eq!(
+            id.cas,
+            [ClientCa::Client],
+            "the rotated bundle is used without a restart"
+        );
+        assert_eq!(
+            cas.classify(&[leaf(&client, "carol")]),
+            None,
+            "the old CA is gone"
+        );
+        // A broken rewrite keeps the bundle that works.
+        std::thread::sleep(Duration::from_millis(1100));
+        std::fs::write(&client_file, "not a certificate").unwrap();
+        assert!(cas.classify(&[leaf(&next, "dave")]).is_some());
+        assert!(ReloadingCaBundle::new(&client_file).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

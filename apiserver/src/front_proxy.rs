@@ -1,0 +1,270 @@
+//! Client-certificate authentication, in kube-apiserver's order (`request/headerrequest`,
+//! `request/x509`): first the front proxy — a certificate that chains to the request-header CA
+//! and whose CN is an allowed name makes the `X-Remote-User` / `X-Remote-Group` (one header line
+//! per group) / `X-Remote-Extra-*` / uid headers the user; then a certificate that chains to the
+//! client CA is the user itself (CN = name, O = groups).
+//!
+//! The headers are read only on a front-proxy connection: on every other connection they are
+//! ignored, never trusted. The connection's certificate is verified and classified once, at the
+//! TLS handshake (`kfp_certs::ClientCas::classify`); this module reads the [`VerifiedClient`]
+//! the server put into each request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap};
+use kfp_certs::{ClientCa, ClientIdentity};
+
+use crate::auth::{AuthError, Authenticator, UserInfo};
+
+/// The connection's verified client certificate, as classified at the handshake.
+#[derive(Clone, Debug)]
+pub struct VerifiedClient(pub Arc<ClientIdentity>);
+
+/// The request-header settings (flags or the `extension-apiserver-authentication` ConfigMap).
+#[derive(Clone, Debug)]
+pub struct RequestHeaderConfig {
+    /// CNs a front-proxy certificate may have (empty: any certificate of the CA).
+    pub allowed_names: Vec<String>,
+    /// Headers holding the user name, first present wins (`X-Remote-User`).
+    pub username_headers: Vec<String>,
+    /// Headers holding groups, every line of each (`X-Remote-Group`).
+    pub group_headers: Vec<String>,
+    /// Prefixes of extra headers (`X-Remote-Extra-`).
+    pub extra_prefixes: Vec<String>,
+    /// Headers holding the uid (none by default).
+    pub uid_headers: Vec<String>,
+}
+
+impl Default for RequestHeaderConfig {
+    fn default() -> Self {
+        RequestHeaderConfig {
+            allowed_names: Vec::new(),
+            username_headers: vec!["X-Remote-User".into()],
+            group_headers: vec!["X-Remote-Group".into()],
+            extra_prefixes: vec!["X-Remote-Extra-".into()],
+            uid_headers: Vec::new(),
+        }
+    }
+}
+
+fn with_authenticated(mut groups: Vec<String>) -> Vec<String> {
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    groups
+}
+
+/// `url.PathUnescape`, for extra keys.
+fn path_unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The front proxy: trusts the `X-Remote-*` headers only on a connection whose certificate
+/// chains to the request-header CA with an allowed CN.
+pub struct RequestHeaderAuthenticator {
+    /// The settings.
+    pub config: RequestHeaderConfig,
+}
+
+impl RequestHeaderAuthenticator {
+    fn is_front_proxy(&self, id: &ClientIdentity) -> bool {
+        id.cas.contains(&ClientCa::RequestHeader)
+            && (self.config.allowed_names.is_empty()
+                || self.config.allowed_names.contains(&id.common_name))
+    }
+}
+
+#[async_trait::async_trait]
+impl Authenticator for RequestHeaderAuthenticator {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Option<UserInfo>, AuthError> {
+        let Some(VerifiedClient(id)) = extensions.get::<VerifiedClient>() else {
+            return Ok(None);
+        };
+        if !self.is_front_proxy(id) {
+            return Ok(None);
+        }
+        let first = |names: &[String]| {
+            names.iter().find_map(|h| {
+                headers
+                    .get(h.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned)
+            })
+        };
+        let Some(name) = first(&self.config.username_headers) else {
+            // A front-proxy connection without a user: not authenticated by this one.
+            return Ok(None);
+        };
+        let groups: Vec<String> = self
+            .config
+            .group_headers
+            .iter()
+            .flat_map(|h| headers.get_all(h.as_str()).iter())
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in headers {
+            let key = k.as_str();
+            for prefix in &self.config.extra_prefixes {
+                let p = prefix.to_ascii_lowercase();
+                if let Some(rest) = key.strip_prefix(p.as_str())
+                    && let Ok(v) = v.to_str()
+                {
+                    extra
+                        .entry(path_unescape(rest).to_lowercase())
+                        .or_default()
+                        .push(v.to_owned());
+                }
+            }
+        }
+        Ok(Some(UserInfo {
+            name,
+            uid: first(&self.config.uid_headers).unwrap_or_default(),
+            groups: with_authenticated(groups),
+            extra,
+        }))
+    }
+}
+
+/// x509 client certificates of the client CA: CN = user, O = groups.
+pub struct X509Authenticator;
+
+#[async_trait::async_trait]
+impl Authenticator for X509Authenticator {
+    async fn authenticate(
+        &self,
+        _: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Option<UserInfo>, AuthError> {
+        let Some(VerifiedClient(id)) = extensions.get::<VerifiedClient>() else {
+            return Ok(None);
+        };
+        if !id.cas.contains(&ClientCa::Client) || id.common_name.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(UserInfo {
+            name: id.common_name.clone(),
+            uid: String::new(),
+            groups: with_authenticated(id.organizations.clone()),
+            extra: BTreeMap::new(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn ext(cas: &[ClientCa], cn: &str, orgs: &[&str]) -> Extensions {
+        let mut e = Extensions::new();
+        e.insert(VerifiedClient(Arc::new(ClientIdentity {
+            cas: cas.to_vec(),
+            common_name: cn.into(),
+            organizations: orgs.iter().map(|o| (*o).to_owned()).collect(),
+            not_after: SystemTime::now(),
+        })));
+        e
+    }
+
+    fn headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-remote-user", "alice".parse().unwrap());
+        h.append("x-remote-group", "devs".parse().unwrap());
+        h.append("x-remote-group", "ops".parse().unwrap());
+        h.insert(
+            "x-remote-extra-authentication.kubernetes.io%2fcredential-id",
+            "X509SHA256=ab".parse().unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn the_front_proxy_and_only_it_is_trusted_with_the_headers() {
+        let a = RequestHeaderAuthenticator {
+            config: RequestHeaderConfig {
+                allowed_names: vec!["front-proxy-client".into()],
+                ..Default::default()
+            },
+        };
+        let u = a
+            .authenticate(
+                &headers(),
+                &ext(&[ClientCa::RequestHeader], "front-proxy-client", &[]),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.name, "alice");
+        assert_eq!(u.groups, ["devs", "ops", "system:authenticated"]);
+        assert_eq!(
+            u.extra["authentication.kubernetes.io/credential-id"],
+            ["X509SHA256=ab"]
+        );
+        for (cas, cn) in [
+            (vec![ClientCa::RequestHeader], "someone-else"),
+            (vec![ClientCa::Client], "front-proxy-client"),
+        ] {
+            assert_eq!(
+                a.authenticate(&headers(), &ext(&cas, cn, &[]))
+                    .await
+                    .unwrap(),
+                None,
+                "{cas:?} {cn}: headers ignored"
+            );
+        }
+        assert_eq!(
+            a.authenticate(&headers(), &Extensions::new())
+                .await
+                .unwrap(),
+            None,
+            "no certificate: headers ignored"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_ca_certificates_name_the_user() {
+        let u = X509Authenticator
+            .authenticate(&headers(), &ext(&[ClientCa::Client], "carol", &["team-a"]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (u.name.as_str(), u.groups.as_slice()),
+            (
+                "carol",
+                &["team-a".to_owned(), "system:authenticated".to_owned()][..]
+            )
+        );
+        assert_eq!(
+            X509Authenticator
+                .authenticate(&headers(), &ext(&[ClientCa::RequestHeader], "x", &[]))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}

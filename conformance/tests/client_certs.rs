@@ -1,0 +1,312 @@
+//! Client certificates against the real binary: the front proxy (request-header CA + allowed CN)
+//! is the only connection whose `X-Remote-*` headers count; x509 client certificates of the
+//! client CA authenticate as their CN/O; and each spoofing probe of the issue — headers without
+//! the certificate, a front-proxy-CA certificate with another CN, an expired or wrongly signed
+//! certificate, impersonation, a token the cluster rejects — is not served as the claimed user.
+//! Who was served is read from the simulated cluster's SubjectAccessReview log.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use kfp_conformance::sim::{EDIT, Grant, HostCluster, SimUser};
+use kfp_conformance::{DevServer, free_port};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
+
+struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = p.self_signed(&key).expect("self-signed");
+    Ca {
+        pem: cert.pem(),
+        issuer: rcgen::Issuer::new(p, key),
+    }
+}
+
+/// A client certificate (PEM chain, PEM key) signed by `ca`; `expired` makes it end in the past.
+fn client(ca: &Ca, cn: &str, orgs: &[&str], expired: bool) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    for o in orgs {
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
+    }
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if expired {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = p.signed_by(&key, &ca.issuer).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// One HTTPS GET to `addr`, trusting `server_ca`, with an optional client certificate and
+/// headers. `Err` when the TLS handshake (or connection) fails.
+async fn get(
+    addr: &str,
+    server_ca: &Path,
+    cert: Option<&(String, String)>,
+    headers: &[(&str, &str)],
+    path: &str,
+) -> Result<(u16, String), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(server_ca).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots);
+    let mut config = match cert {
+        Some((chain, key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .map(|c| c.expect("cert"))
+                    .collect();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        send.send_request(req.body(Empty::<bytes::Bytes>::new()).expect("request")),
+    )
+    .await
+    .map_err(|_| "timeout".to_owned())?
+    .map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_front_proxy_is_trusted_with_the_user_headers() {
+    let front_ca = ca("front-proxy-ca");
+    let client_ca = ca("client-ca");
+    let rogue_ca = ca("rogue-ca");
+    let cluster = HostCluster::start(
+        vec![SimUser {
+            token: "bob-token".into(),
+            name: "bob".into(),
+            groups: vec![],
+        }],
+        vec![
+            Grant {
+                user: "alice".into(),
+                namespace: Some("team-a".into()),
+                verbs: EDIT.iter().map(|v| (*v).to_owned()).collect(),
+                resources: vec!["pipelines".into()],
+            },
+            Grant {
+                user: "bob".into(),
+                namespace: Some("team-a".into()),
+                verbs: vec!["list".into()],
+                resources: vec!["pipelines".into()],
+            },
+        ],
+    );
+    let dir = std::env::temp_dir().join(format!("kfp-conformance-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_str().expect("path").to_owned()
+    };
+    let front_file = write("front-ca.crt", &front_ca.pem);
+    let client_file = write("client-ca.crt", &client_ca.pem);
+    let host = write("host.kubeconfig", &cluster.kubeconfig("delegator"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = DevServer::start_with(
+        dir.join("server"),
+        true,
+        &addr,
+        &[
+            "--client-ca-file",
+            &client_file,
+            "--requestheader-client-ca-file",
+            &front_file,
+            "--requestheader-allowed-names=front-proxy-client",
+            "--authentication-kubeconfig",
+            &host,
+            "--authorization-kubeconfig",
+            &host,
+        ],
+    );
+    let server_ca = server.dir.join("pki/ca.crt");
+    let path = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/team-a/pipelines";
+    let spoof = [
+        ("x-remote-user", "admin"),
+        ("x-remote-group", "system:masters"),
+    ];
+    let last_reviewed = || -> Value {
+        cluster
+            .counters
+            .access_log
+            .lock()
+            .expect("log")
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    // Headers without the front-proxy certificate: not the admin.
+    let (code, _) = get(&addr, &server_ca, None, &spoof, path)
+        .await
+        .expect("served");
+    assert_eq!(code, 401, "X-Remote-User without a certificate");
+    // A front-proxy-CA certificate with a CN that is not allowed: headers ignored.
+    let intruder = client(&front_ca, "intruder", &[], false);
+    let (code, _) = get(&addr, &server_ca, Some(&intruder), &spoof, path)
+        .await
+        .expect("served");
+    assert_eq!(code, 401, "a front-proxy-CA certificate with another CN");
+    // Expired, or signed by a CA nobody trusts: the handshake fails.
+    let proxy = client(&front_ca, "front-proxy-client", &[], false);
+    let expired = client(&front_ca, "front-proxy-client", &[], true);
+    assert!(
+        get(&addr, &server_ca, Some(&expired), &spoof, path)
+            .await
+            .is_err(),
+        "an expired front-proxy certificate is refused"
+    );
+    let rogue = client(&rogue_ca, "front-proxy-client", &[], false);
+    assert!(
+        get(&addr, &server_ca, Some(&rogue), &spoof, path)
+            .await
+            .is_err(),
+        "a wrongly signed certificate is refused"
+    );
+    // A token with spoofed headers is served as the token's user.
+    let (code, _) = get(
+        &addr,
+        &server_ca,
+        None,
+        &[("authorization", "Bearer bob-token"), spoof[0], spoof[1]],
+        path,
+    )
+    .await
+    .expect("served");
+    assert_eq!(code, 200);
+    assert_eq!(
+        last_reviewed()["user"],
+        "bob",
+        "served as bob, not the header's admin"
+    );
+    // A token the cluster rejects.
+    let (code, _) = get(
+        &addr,
+        &server_ca,
+        None,
+        &[("authorization", "Bearer forged")],
+        path,
+    )
+    .await
+    .expect("served");
+    assert_eq!(code, 401);
+    // Impersonation is refused.
+    let (code, body) = get(
+        &addr,
+        &server_ca,
+        None,
+        &[
+            ("authorization", "Bearer bob-token"),
+            ("impersonate-user", "admin"),
+        ],
+        path,
+    )
+    .await
+    .expect("served");
+    assert_eq!(code, 403, "{body}");
+
+    // The real front proxy: the headers are the user, one group per header line.
+    let (code, body) = get(
+        &addr,
+        &server_ca,
+        Some(&proxy),
+        &[
+            ("x-remote-user", "alice"),
+            ("x-remote-group", "devs"),
+            ("x-remote-group", "ops"),
+            ("x-remote-extra-scopes", "a"),
+        ],
+        path,
+    )
+    .await
+    .expect("served");
+    assert_eq!(code, 200, "{body}");
+    let spec = last_reviewed();
+    assert_eq!(spec["user"], "alice");
+    assert_eq!(
+        spec["groups"],
+        serde_json::json!(["devs", "ops", "system:authenticated"])
+    );
+    assert_eq!(spec["extra"]["scopes"], serde_json::json!(["a"]));
+    // ... and the front proxy may pass on system:masters (the aggregator's availability probe).
+    let (code, _) = get(
+        &addr,
+        &server_ca,
+        Some(&proxy),
+        &spoof,
+        "/apis/pipelines.kubeflow.org/v2beta1",
+    )
+    .await
+    .expect("served");
+    assert_eq!(code, 200);
+
+    // x509 users of the client CA: CN and O; headers on their connection ignored.
+    let carol = client(&client_ca, "carol", &["team-c"], false);
+    let (code, body) = get(&addr, &server_ca, Some(&carol), &spoof, path)
+        .await
+        .expect("served");
+    assert_eq!(code, 403, "carol has no grant in team-a: {body}");
+    assert!(body.contains(r#"User \"carol\""#), "{body}");
+    let spec = last_reviewed();
+    assert_eq!(spec["user"], "carol");
+    assert_eq!(
+        spec["groups"],
+        serde_json::json!(["team-c", "system:authenticated"])
+    );
+}
