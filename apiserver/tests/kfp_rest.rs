@@ -69,30 +69,32 @@ fn multipart(file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn upload(app: &Arc<App>, query: &str, file_name: &str, bytes: &[u8]) -> Answer {
+/// A multipart POST of `bytes` as `uploadfile` to one of the upload endpoints.
+async fn post_file(
+    app: &Arc<App>,
+    endpoint: &str,
+    query: &str,
+    file_name: &str,
+    bytes: &[u8],
+) -> Answer {
     let (ct, body) = multipart(file_name, bytes);
     send(
         app,
         TOKEN,
         "POST",
-        &format!("/apis/v2beta1/pipelines/upload{query}"),
+        &format!("/apis/v2beta1/pipelines/{endpoint}{query}"),
         &[("content-type", &ct)],
         body,
     )
     .await
 }
 
+async fn upload(app: &Arc<App>, query: &str, file_name: &str, bytes: &[u8]) -> Answer {
+    post_file(app, "upload", query, file_name, bytes).await
+}
+
 async fn upload_version(app: &Arc<App>, query: &str, file_name: &str, bytes: &[u8]) -> Answer {
-    let (ct, body) = multipart(file_name, bytes);
-    send(
-        app,
-        TOKEN,
-        "POST",
-        &format!("/apis/v2beta1/pipelines/upload_version{query}"),
-        &[("content-type", &ct)],
-        body,
-    )
-    .await
+    post_file(app, "upload_version", query, file_name, bytes).await
 }
 
 async fn get(app: &Arc<App>, uri: &str) -> Answer {

@@ -185,6 +185,26 @@ impl DevServer {
             .expect("spawn kubectl")
     }
 
+    /// Starts a long-running kubectl and delivers its output line by line (a thread reads it);
+    /// the process ends when the returned child is killed.
+    pub fn kubectl_lines(&self, args: &[&str]) -> (Child, std::sync::mpsc::Receiver<String>) {
+        use std::io::BufRead;
+        let mut child = self.kubectl_spawn(args);
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
     /// Stops the server with SIGTERM and waits for it (graceful shutdown), keeping the data.
     pub fn stop(&mut self) -> i32 {
         let Some(mut child) = self.child.take() else {

@@ -7,10 +7,9 @@
 //! The Python interpreter is `$KFP_PYTHON` (scripts/test sets it).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kfp_conformance::{DevServer, corpus, corpus_files, free_port};
@@ -162,7 +161,7 @@ fn one_object_two_views_with_kubectl_and_kfp_client() {
     );
 
     // ...and a watch started before kfp.Client uploads.
-    let mut watch = s.kubectl_spawn(&[
+    let (mut watch, rx) = s.kubectl_lines(&[
         "get",
         "plv",
         "-n",
@@ -171,15 +170,6 @@ fn one_object_two_views_with_kubectl_and_kfp_client() {
         "--output-watch-events",
         "--no-headers",
     ]);
-    let stdout = watch.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(30);
     // The watch's initial list comes first: wait until it has shown an existing version.
     loop {

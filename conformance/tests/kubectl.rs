@@ -4,7 +4,6 @@
 //! wait, and the rejections with their messages.
 
 use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kfp_conformance::{DevServer, Run, corpus, corpus_files};
@@ -340,7 +339,7 @@ fn watch_sees_add_modify_delete() {
         &s.kubectl(&["apply", "-f", path(&corpus().join("k8s/hello_world.yaml"))]),
         "apply",
     );
-    let mut child = s.kubectl_spawn(&[
+    let (mut child, rx) = s.kubectl_lines(&[
         "get",
         "plv",
         "-n",
@@ -349,15 +348,6 @@ fn watch_sees_add_modify_delete() {
         "--output-watch-events",
         "--no-headers",
     ]);
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(30);
     let wait_for = |prefix: &str, name: &str| loop {
         let left = deadline.saturating_duration_since(Instant::now());

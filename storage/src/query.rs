@@ -69,6 +69,9 @@ pub enum Op {
     In(Vec<Value>),
     /// Case-insensitive substring (text columns; on SQLite, case folding is ASCII only).
     Substring(String),
+    /// Case-sensitive substring: for columns whose values the caller knows are lower case
+    /// (object names, uids), where folding every row's case is wasted work.
+    Contains(String),
 }
 
 /// One filter term; terms are AND-ed.
@@ -121,11 +124,16 @@ pub struct QueryPage {
     pub next: Option<Cursor>,
 }
 
-/// Escapes `%`, `_` and the escape character itself for `LIKE ... ESCAPE '!'`.
+/// Escapes `%`, `_` and the escape character itself for `LIKE ... ESCAPE '!'`, lower-cased.
 pub(crate) fn like_pattern(s: &str) -> String {
+    escaped_pattern(&s.to_lowercase())
+}
+
+/// [`like_pattern`] without lower-casing.
+pub(crate) fn escaped_pattern(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('%');
-    for c in s.to_lowercase().chars() {
+    for c in s.chars() {
         if matches!(c, '%' | '_' | '!') {
             out.push('!');
         }

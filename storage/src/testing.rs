@@ -787,6 +787,36 @@ async fn sorted_filtered_queries_page_by_keyset_with_totals(h: &dyn Harness) {
             .await,
             0
         );
+        assert_eq!(
+            total(vec![Predicate {
+                column: Column::Name,
+                op: Op::Contains("o1".into())
+            }])
+            .await,
+            10,
+            "{}: o10 to o19",
+            b.name
+        );
+        assert_eq!(
+            total(vec![Predicate {
+                column: Column::Indexed(IndexColumn::Title),
+                op: Op::Contains("even_".into())
+            }])
+            .await,
+            0,
+            "{}: Contains is case-sensitive (the titles say Even_)",
+            b.name
+        );
+        assert_eq!(
+            total(vec![Predicate {
+                column: Column::Indexed(IndexColumn::Title),
+                op: Op::Contains("Even_1".into())
+            }])
+            .await,
+            5,
+            "{}: Even_10% to Even_18%",
+            b.name
+        );
     }
 }
 

@@ -314,6 +314,9 @@ fn predicate(p: &PredicateIn, listing: Listing, out: &mut Filter) -> Result<(), 
         OpKind::Le => Op::Le(value(p)?),
         OpKind::In => Op::In(list(p, column)?),
         OpKind::Substring => match (&p.string_value, column.is_integer()) {
+            // Names, namespaces, version names and uids are lower case by their validation:
+            // a case-sensitive match of the lower-cased value is the same answer, cheaper.
+            (Some(s), false) if lower_case_column(column) => Op::Contains(s.to_lowercase()),
             (Some(s), false) => Op::Substring(s.clone()),
             _ => {
                 return Err(KfpError::invalid(format!(
@@ -325,6 +328,14 @@ fn predicate(p: &PredicateIn, listing: Listing, out: &mut Filter) -> Result<(), 
     };
     out.predicates.push(Predicate { column, op });
     Ok(())
+}
+
+/// Columns whose values are always lower case (DNS names, label-like names, uuids).
+fn lower_case_column(c: Column) -> bool {
+    matches!(
+        c,
+        Column::Name | Column::Namespace | Column::Uid | Column::Indexed(IndexColumn::Alias)
+    )
 }
 
 /// A scalar value for `column` (`None` when the predicate carries a list).
@@ -561,7 +572,7 @@ mod tests {
             }],
             "raw JSON keeps + and %"
         );
-        let dashboard = r#"{"predicates":[{"key":"name","operation":"IS_SUBSTRING","string_value":"hello world"}]}"#;
+        let dashboard = r#"{"predicates":[{"key":"name","operation":"IS_SUBSTRING","string_value":"Hello World"}]}"#;
         let once: String = form_urlencoded::byte_serialize(dashboard.as_bytes()).collect();
         let twice: String = form_urlencoded::byte_serialize(once.as_bytes()).collect();
         for raw in [dashboard.to_owned(), once, twice] {
@@ -570,7 +581,7 @@ mod tests {
                 f.predicates,
                 vec![Predicate {
                     column: Column::Name,
-                    op: Op::Substring("hello world".into())
+                    op: Op::Contains("hello world".into())
                 }],
                 "{raw}"
             );

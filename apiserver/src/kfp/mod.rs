@@ -396,6 +396,35 @@ impl Call<'_> {
 
     // === lookups ===
 
+    /// An object of `res` by uid (visible in this mode), authorized for `verb` on its
+    /// namespace and name; 404 in KFP's words (`Pipeline <id> not found`) otherwise.
+    async fn object_by_id<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        res: &'static Resource,
+        id: &str,
+        verb: &str,
+        context: &str,
+    ) -> Result<(T, Object), KfpError> {
+        let o = match self.app.store.get_by_uid(res.plural, id).await {
+            Ok(o) if self.visible(&o.key.namespace) => o,
+            Ok(_) | Err(StoreError::NotFound(_)) => {
+                return Err(KfpError::not_found(
+                    &format!("{context} {id}. Check error stack"),
+                    format!("{} {id} not found", res.kind),
+                ));
+            }
+            Err(e) => {
+                return Err(KfpError::from_registry(
+                    RegistryError::store(e, res.plural, id),
+                    context,
+                ));
+            }
+        };
+        self.authorize(verb, res.plural, &o.key.namespace, &o.key.name)
+            .await?;
+        Ok((decode_object(&o)?, o))
+    }
+
     /// A pipeline by uid, authorized for `verb`.
     async fn pipeline_by_id(
         &mut self,
@@ -403,25 +432,7 @@ impl Call<'_> {
         verb: &str,
         context: &str,
     ) -> Result<(Pipeline, Object), KfpError> {
-        let not_found = || {
-            KfpError::not_found(
-                &format!("{context} {id}. Check error stack"),
-                format!("Pipeline {id} not found"),
-            )
-        };
-        let o = match self.app.store.get_by_uid(Pipeline::PLURAL, id).await {
-            Ok(o) if self.visible(&o.key.namespace) => o,
-            Ok(_) | Err(StoreError::NotFound(_)) => return Err(not_found()),
-            Err(e) => {
-                return Err(KfpError::from_registry(
-                    RegistryError::store(e, Pipeline::PLURAL, id),
-                    context,
-                ));
-            }
-        };
-        self.authorize(verb, Pipeline::PLURAL, &o.key.namespace, &o.key.name)
-            .await?;
-        Ok((decode_object(&o)?, o))
+        self.object_by_id(pipelines(), id, verb, context).await
     }
 
     /// A version by uid, authorized for `verb`.
@@ -431,25 +442,7 @@ impl Call<'_> {
         verb: &str,
         context: &str,
     ) -> Result<(PipelineVersion, Object), KfpError> {
-        let not_found = || {
-            KfpError::not_found(
-                &format!("{context} {id}. Check error stack"),
-                format!("PipelineVersion {id} not found"),
-            )
-        };
-        let o = match self.app.store.get_by_uid(PipelineVersion::PLURAL, id).await {
-            Ok(o) if self.visible(&o.key.namespace) => o,
-            Ok(_) | Err(StoreError::NotFound(_)) => return Err(not_found()),
-            Err(e) => {
-                return Err(KfpError::from_registry(
-                    RegistryError::store(e, PipelineVersion::PLURAL, id),
-                    context,
-                ));
-            }
-        };
-        self.authorize(verb, PipelineVersion::PLURAL, &o.key.namespace, &o.key.name)
-            .await?;
-        Ok((decode_object(&o)?, o))
+        self.object_by_id(versions(), id, verb, context).await
     }
 
     fn opts() -> WriteOptions {

@@ -63,6 +63,16 @@ impl Db {
                     }
                     binds.push(Bind::Text(query::like_pattern(s)));
                 }
+                QueryOp::Contains(s) => {
+                    // SQLite's LIKE folds ASCII case; instr() does not.
+                    if d == Dialect::Sqlite {
+                        clause.push_str(&format!(" AND instr({col}, ?) > 0"));
+                        binds.push(Bind::Text(s.clone()));
+                    } else {
+                        clause.push_str(&format!(" AND {col} LIKE ? ESCAPE '!'"));
+                        binds.push(Bind::Text(query::escaped_pattern(s)));
+                    }
+                }
             }
         }
         for (k, v) in &req.terms {
