@@ -67,7 +67,9 @@ pub enum Op {
     Le(Value),
     /// One of.
     In(Vec<Value>),
-    /// Case-insensitive substring (text columns; on SQLite, case folding is ASCII only).
+    /// Case-insensitive substring (text columns). The title column folds Unicode case (a
+    /// folded copy is stored); other columns fold with the database's LOWER() (ASCII only on
+    /// SQLite).
     Substring(String),
     /// Case-sensitive substring: for columns whose values the caller knows are lower case
     /// (object names, uids), where folding every row's case is wasted work.

@@ -8,6 +8,7 @@ use sqlx::Row;
 use super::Db;
 use super::dialect::{Dialect, db_err};
 use super::read::{row_to_object, select_columns};
+use crate::index::IndexColumn;
 use crate::index::index_fields;
 use crate::query::{self, Column, Cursor, Op as QueryOp, QueryPage, QueryRequest};
 use crate::{Object, Result};
@@ -51,6 +52,17 @@ impl Db {
                             vec!["?"; vs.len()].join(", ")
                         ));
                         binds.extend(vs.iter().map(bind_value));
+                    }
+                }
+                QueryOp::Substring(s) if p.column == Column::Indexed(IndexColumn::Title) => {
+                    // The title's case-folded copy (Unicode, folded once at write time): a
+                    // case-sensitive match of the folded pattern, over a covering index.
+                    if d == Dialect::Sqlite {
+                        clause.push_str(" AND instr(o.title_folded, ?) > 0");
+                        binds.push(Bind::Text(s.to_lowercase()));
+                    } else {
+                        clause.push_str(" AND o.title_folded LIKE ? ESCAPE '!'");
+                        binds.push(Bind::Text(query::like_pattern(s)));
                     }
                 }
                 QueryOp::Substring(s) => {

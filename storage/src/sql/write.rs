@@ -177,8 +177,8 @@ impl SqlStore {
                 }
                 let inserted = sqlx::query(d.sql(
                     "INSERT INTO kfp_objects (resource, namespace, name, uid, revision, created_at, \
-                     title, parent_name, parent_uid, alias, detail, value) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     title, parent_name, parent_uid, alias, detail, title_folded, value) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ))
                 .bind(&key.resource)
                 .bind(&key.namespace)
@@ -191,6 +191,7 @@ impl SqlStore {
                 .bind(&idx.columns.parent_uid)
                 .bind(&idx.columns.alias)
                 .bind(&idx.columns.detail)
+                .bind(idx.columns.title.to_lowercase())
                 .bind(&text)
                 .execute(&mut **tx)
                 .await;
@@ -284,13 +285,15 @@ pub(super) async fn reindex_if_asked(db: &super::Db) -> Result<()> {
             let c = &idx.columns;
             let updated = sqlx::query(d.sql(
                 "UPDATE kfp_objects SET title = ?, parent_name = ?, parent_uid = ?, alias = ?, \
-                 detail = ? WHERE resource = ? AND namespace = ? AND name = ? AND revision = ?",
+                 detail = ?, title_folded = ? \
+                 WHERE resource = ? AND namespace = ? AND name = ? AND revision = ?",
             ))
             .bind(&c.title)
             .bind(&c.parent_name)
             .bind(&c.parent_uid)
             .bind(&c.alias)
             .bind(&c.detail)
+            .bind(c.title.to_lowercase())
             .bind(&key.resource)
             .bind(&key.namespace)
             .bind(&key.name)
