@@ -593,10 +593,7 @@ impl Call<'_> {
         let q = QueryRequest {
             resource: PipelineVersion::PLURAL.into(),
             namespace: Some(ns.to_owned()),
-            predicates: vec![Predicate {
-                column: Column::Indexed(IndexColumn::ParentUid),
-                op: Op::Eq(QValue::Text(uid.to_owned())),
-            }],
+            predicates: vec![of_parent(uid)],
             terms: Vec::new(),
             sort: Column::CreatedAt,
             descending: false,
@@ -759,10 +756,7 @@ impl Call<'_> {
         let scope = format!("PipelineVersion/{}", parent.uid);
         let (mut q, sort, filter) =
             self.page(Listing::Versions, PipelineVersion::PLURAL, &ns, &scope)?;
-        q.predicates.push(Predicate {
-            column: Column::Indexed(IndexColumn::ParentUid),
-            op: Op::Eq(QValue::Text(parent.uid.clone())),
-        });
+        q.predicates.push(of_parent(&parent.uid));
         let page = self
             .app
             .store
@@ -827,7 +821,7 @@ impl Call<'_> {
 
     /// Checks a new version's name under `parent` (DNS name, composite name, unique logical
     /// name) and builds its object.
-    async fn new_version(
+    fn new_version(
         &self,
         r: &RestPipelineVersion,
         parent: &Pipeline,
@@ -860,10 +854,7 @@ impl Call<'_> {
             resource: PipelineVersion::PLURAL.into(),
             namespace: Some(parent.key.namespace.clone()),
             predicates: vec![
-                Predicate {
-                    column: Column::Indexed(IndexColumn::ParentUid),
-                    op: Op::Eq(QValue::Text(parent.uid.clone())),
-                },
+                of_parent(&parent.uid),
                 Predicate {
                     column: Column::Indexed(IndexColumn::Alias),
                     op: Op::Eq(QValue::Text(version_name.to_owned())),
@@ -892,7 +883,7 @@ impl Call<'_> {
         r: &RestPipelineVersion,
         spec: ir::ParsedPipeline,
     ) -> Result<Response<Body>, KfpError> {
-        let body = self.new_version(r, parent, spec).await?;
+        let body = self.new_version(r, parent, spec)?;
         let version_name = body
             .pointer("/spec/versionName")
             .and_then(Value::as_str)
@@ -1029,7 +1020,7 @@ impl Call<'_> {
     ) -> Result<Pipeline, KfpError> {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let name = p.metadata.name.clone().unwrap_or_default();
-        let version_body = self.new_version(version, &p, spec).await?;
+        let version_body = self.new_version(version, &p, spec)?;
         let body = serde_json::to_value(&p).map_err(|e| KfpError::internal(e.to_string()))?;
         let (written, _) = self
             .app
@@ -1147,6 +1138,14 @@ impl Call<'_> {
         }
         self.create_version_under(&parent_obj, &parent, &r, spec)
             .await
+    }
+}
+
+/// Versions whose parent (owner reference, else label) is the pipeline `uid`.
+fn of_parent(uid: &str) -> Predicate {
+    Predicate {
+        column: Column::Indexed(IndexColumn::ParentUid),
+        op: Op::Eq(QValue::Text(uid.to_owned())),
     }
 }
 
