@@ -5,12 +5,15 @@
 //! client CA is the user itself (CN = name, O = groups).
 //!
 //! The headers are read only on a front-proxy connection: on every other connection they are
-//! ignored, never trusted. The connection's certificate is verified and classified once, at the
+//! ignored, never trusted. The same holds for KFP's multi-user header (`--kfp-user-header`,
+//! [`KfpUserHeaderAuthenticator`]): it names the user of a KFP request only on a front-proxy
+//! connection that sent no `X-Remote-User`, or on the plain-HTTP KFP listener, which is by
+//! definition behind a trusted proxy. The connection's certificate is verified and classified once, at the
 //! TLS handshake (`kfp_certs::ClientCas::classify`); this module reads the [`VerifiedClient`]
 //! the server put into each request.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use http::{Extensions, HeaderMap};
 use kfp_certs::{ClientCa, ClientIdentity};
@@ -22,7 +25,7 @@ use crate::auth::{AuthError, Authenticator, UserInfo};
 pub struct VerifiedClient(pub Arc<ClientIdentity>);
 
 /// The request-header settings (flags or the `extension-apiserver-authentication` ConfigMap).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHeaderConfig {
     /// CNs a front-proxy certificate may have (empty: any certificate of the CA).
     pub allowed_names: Vec<String>,
@@ -77,17 +80,47 @@ fn path_unescape(s: &str) -> String {
 }
 
 /// The front proxy: trusts the `X-Remote-*` headers only on a connection whose certificate
-/// chains to the request-header CA with an allowed CN.
+/// chains to the request-header CA with an allowed CN. Its settings can be replaced while it
+/// serves (the ConfigMap refresh).
 pub struct RequestHeaderAuthenticator {
-    /// The settings.
-    pub config: RequestHeaderConfig,
+    config: RwLock<Arc<RequestHeaderConfig>>,
 }
 
 impl RequestHeaderAuthenticator {
-    fn is_front_proxy(&self, id: &ClientIdentity) -> bool {
+    /// With these settings.
+    pub fn new(config: RequestHeaderConfig) -> Self {
+        RequestHeaderAuthenticator {
+            config: RwLock::new(Arc::new(config)),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<RequestHeaderConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the settings; returns whether they changed.
+    pub fn set_config(&self, config: RequestHeaderConfig) -> bool {
+        let mut slot = self.config.write().unwrap_or_else(|p| p.into_inner());
+        if **slot == config {
+            return false;
+        }
+        *slot = Arc::new(config);
+        true
+    }
+
+    /// Whether this connection is the front proxy's: its certificate chains to the
+    /// request-header CA and has an allowed CN.
+    pub fn is_front_proxy(&self, extensions: &Extensions) -> bool {
+        let Some(VerifiedClient(id)) = extensions.get::<VerifiedClient>() else {
+            return false;
+        };
+        let config = self.config();
         id.cas.contains(&ClientCa::RequestHeader)
-            && (self.config.allowed_names.is_empty()
-                || self.config.allowed_names.contains(&id.common_name))
+            && (config.allowed_names.is_empty() || config.allowed_names.contains(&id.common_name))
     }
 }
 
@@ -98,12 +131,10 @@ impl Authenticator for RequestHeaderAuthenticator {
         headers: &HeaderMap,
         extensions: &Extensions,
     ) -> Result<Option<UserInfo>, AuthError> {
-        let Some(VerifiedClient(id)) = extensions.get::<VerifiedClient>() else {
-            return Ok(None);
-        };
-        if !self.is_front_proxy(id) {
+        if !self.is_front_proxy(extensions) {
             return Ok(None);
         }
+        let config = self.config();
         let first = |names: &[String]| {
             names.iter().find_map(|h| {
                 headers
@@ -113,12 +144,11 @@ impl Authenticator for RequestHeaderAuthenticator {
                     .map(str::to_owned)
             })
         };
-        let Some(name) = first(&self.config.username_headers) else {
+        let Some(name) = first(&config.username_headers) else {
             // A front-proxy connection without a user: not authenticated by this one.
             return Ok(None);
         };
-        let groups: Vec<String> = self
-            .config
+        let groups: Vec<String> = config
             .group_headers
             .iter()
             .flat_map(|h| headers.get_all(h.as_str()).iter())
@@ -128,7 +158,7 @@ impl Authenticator for RequestHeaderAuthenticator {
         let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (k, v) in headers {
             let key = k.as_str();
-            for prefix in &self.config.extra_prefixes {
+            for prefix in &config.extra_prefixes {
                 let p = prefix.to_ascii_lowercase();
                 if let Some(rest) = key.strip_prefix(p.as_str())
                     && let Ok(v) = v.to_str()
@@ -142,9 +172,65 @@ impl Authenticator for RequestHeaderAuthenticator {
         }
         Ok(Some(UserInfo {
             name,
-            uid: first(&self.config.uid_headers).unwrap_or_default(),
+            uid: first(&config.uid_headers).unwrap_or_default(),
             groups: with_authenticated(groups),
             extra,
+        }))
+    }
+}
+
+/// KFP's multi-user header (`kubeflow-userid` in KFP's manifests; `--kfp-user-header`): on a KFP
+/// request, the header's value (less `prefix`, KFP's `KUBEFLOW_USERID_PREFIX`) is the user, with
+/// the group `system:authenticated` only. Trusted only where a proxy vouches for it: on a
+/// front-proxy connection (when it sent no `X-Remote-User`, which wins) and on the plain-HTTP
+/// KFP listener. Anywhere else the header is ignored.
+pub struct KfpUserHeaderAuthenticator {
+    /// The header.
+    pub header: http::HeaderName,
+    /// Stripped from the value when present.
+    pub prefix: String,
+    /// Tells front-proxy connections (none: only the plain listener trusts the header).
+    pub front_proxy: Option<Arc<RequestHeaderAuthenticator>>,
+}
+
+#[async_trait::async_trait]
+impl Authenticator for KfpUserHeaderAuthenticator {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Option<UserInfo>, AuthError> {
+        if !matches!(
+            extensions.get::<crate::request_info::Target>(),
+            Some(crate::request_info::Target::Kfp(_))
+        ) {
+            return Ok(None);
+        }
+        let vouched = extensions
+            .get::<crate::server::PlainKfpListener>()
+            .is_some()
+            || self
+                .front_proxy
+                .as_ref()
+                .is_some_and(|f| f.is_front_proxy(extensions));
+        if !vouched {
+            return Ok(None);
+        }
+        let Some(value) = headers.get(&self.header).and_then(|v| v.to_str().ok()) else {
+            return Ok(None);
+        };
+        let name = value
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(value)
+            .trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(UserInfo {
+            name: name.to_owned(),
+            uid: String::new(),
+            groups: with_authenticated(Vec::new()),
+            extra: BTreeMap::new(),
         }))
     }
 }
@@ -186,6 +272,7 @@ mod tests {
             common_name: cn.into(),
             organizations: orgs.iter().map(|o| (*o).to_owned()).collect(),
             not_after: SystemTime::now(),
+            generation: 0,
         })));
         e
     }
@@ -204,12 +291,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_front_proxy_and_only_it_is_trusted_with_the_headers() {
-        let a = RequestHeaderAuthenticator {
-            config: RequestHeaderConfig {
-                allowed_names: vec!["front-proxy-client".into()],
-                ..Default::default()
-            },
-        };
+        let a = RequestHeaderAuthenticator::new(RequestHeaderConfig {
+            allowed_names: vec!["front-proxy-client".into()],
+            ..Default::default()
+        });
         let u = a
             .authenticate(
                 &headers(),
@@ -243,6 +328,79 @@ mod tests {
             None,
             "no certificate: headers ignored"
         );
+    }
+
+    #[tokio::test]
+    async fn new_settings_apply_to_the_next_request() {
+        let a = RequestHeaderAuthenticator::new(RequestHeaderConfig {
+            allowed_names: vec!["front-proxy-client".into()],
+            ..Default::default()
+        });
+        let proxy = ext(&[ClientCa::RequestHeader], "front-proxy-client", &[]);
+        assert!(a.is_front_proxy(&proxy));
+        assert!(a.set_config(RequestHeaderConfig {
+            allowed_names: vec!["aggregator".into()],
+            username_headers: vec!["X-User".into()],
+            ..Default::default()
+        }));
+        assert!(!a.set_config((*a.config()).clone()), "unchanged");
+        assert!(!a.is_front_proxy(&proxy), "that CN is no longer allowed");
+        let mut h = HeaderMap::new();
+        h.insert("x-user", "carol".parse().unwrap());
+        let u = a
+            .authenticate(&h, &ext(&[ClientCa::RequestHeader], "aggregator", &[]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.name, "carol", "the new user header");
+    }
+
+    #[tokio::test]
+    async fn the_kfp_user_header_counts_only_where_a_proxy_vouches_for_it() {
+        use crate::request_info::{KfpOp, Target};
+        let front = Arc::new(RequestHeaderAuthenticator::new(RequestHeaderConfig {
+            allowed_names: vec!["front-proxy-client".into()],
+            ..Default::default()
+        }));
+        let a = KfpUserHeaderAuthenticator {
+            header: http::HeaderName::from_static("kubeflow-userid"),
+            prefix: "accounts.google.com:".into(),
+            front_proxy: Some(front),
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            "kubeflow-userid",
+            "accounts.google.com:alice@example.com".parse().unwrap(),
+        );
+        let kfp = |mut e: Extensions| {
+            e.insert(Target::Kfp(KfpOp::ListPipelines));
+            e
+        };
+        let proxy = ext(&[ClientCa::RequestHeader], "front-proxy-client", &[]);
+        let u = a
+            .authenticate(&h, &kfp(proxy.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.name, "alice@example.com", "prefix stripped");
+        assert_eq!(u.groups, ["system:authenticated"]);
+        let mut plain = Extensions::new();
+        plain.insert(crate::server::PlainKfpListener);
+        assert!(a.authenticate(&h, &kfp(plain)).await.unwrap().is_some());
+        for (what, e) in [
+            ("no certificate", kfp(Extensions::new())),
+            (
+                "a client-CA certificate",
+                kfp(ext(&[ClientCa::Client], "front-proxy-client", &[])),
+            ),
+            (
+                "a CN not allowed",
+                kfp(ext(&[ClientCa::RequestHeader], "mallory", &[])),
+            ),
+            ("not a KFP request", proxy),
+        ] {
+            assert_eq!(a.authenticate(&h, &e).await.unwrap(), None, "{what}");
+        }
     }
 
     #[tokio::test]

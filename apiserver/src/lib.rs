@@ -9,8 +9,10 @@
 //!   concern each.
 //! - [`app`]: shared state, the non-resource routes, `AppService` (the stack as a service).
 //! - [`request_info`]: what a request is about (the router).
-//! - [`auth`]: users and decisions; [`front_proxy`]: the front proxy and x509 client certificates; [`delegated`]: TokenReview and SubjectAccessReview
-//!   against the host cluster, cached.
+//! - [`auth`]: users and decisions; [`front_proxy`]: the front proxy, x509 client certificates
+//!   and KFP's user header; [`delegated`]: TokenReview and SubjectAccessReview against the host
+//!   cluster, cached; [`extension_auth`]: the `extension-apiserver-authentication` ConfigMap;
+//!   [`service_account`]: ServiceAccount tokens verified locally with the issuer's keys.
 //! - [`registry`]: write semantics for every resource and both views (read-modify-write,
 //!   field management, finalizers, dependents, dry run).
 //! - [`kube`]: the Kubernetes routes (thin over the registry), watch, encodings.
@@ -28,6 +30,7 @@ pub mod delegated;
 pub mod dev;
 pub mod docs;
 pub mod error;
+pub mod extension_auth;
 pub mod front_proxy;
 pub mod kfp;
 pub mod kube;
@@ -38,6 +41,7 @@ pub mod registry;
 pub mod request_info;
 pub mod serve;
 pub mod server;
+pub mod service_account;
 pub mod stack;
 pub mod store;
 pub mod store_metrics;

@@ -96,6 +96,34 @@ pub struct ServeOptions {
     /// Non-resource paths anyone may get without authorization (a trailing `*` matches a prefix).
     #[arg(long, value_delimiter = ',', default_value = "/healthz,/readyz,/livez")]
     pub authorization_always_allow_paths: Vec<String>,
+    /// Do not read `kube-system/extension-apiserver-authentication` for the client CA and the
+    /// front-proxy settings that flags do not give.
+    #[arg(long)]
+    pub authentication_skip_lookup: bool,
+    /// Start even if that ConfigMap cannot be read (not found is never an error).
+    #[arg(long)]
+    pub authentication_tolerate_lookup_failure: bool,
+    /// How often that ConfigMap is read again, so rotated CAs and changed names apply without a
+    /// restart.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub authentication_configmap_refresh_interval: std::time::Duration,
+    /// Verify the host cluster's ServiceAccount tokens locally, with the keys its OIDC
+    /// discovery publishes (`/.well-known/openid-configuration`, `/openid/v1/jwks`), instead of
+    /// a TokenReview per new token; other tokens still go to TokenReview.
+    #[arg(long)]
+    pub service_account_issuer_discovery: bool,
+    /// Audiences a token must be for (kube-apiserver's `--api-audiences`); sent with
+    /// TokenReviews and checked by local verification (empty: the issuer).
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// The KFP view: the header a trusted proxy names the user in (KFP's multi-user
+    /// `kubeflow-userid`); honoured only on front-proxy connections and the plain KFP listener.
+    #[arg(long)]
+    pub kfp_user_header: Option<String>,
+    /// The KFP view: a prefix stripped from the user header's value (KFP's
+    /// `KUBEFLOW_USERID_PREFIX`, e.g. `accounts.google.com:`).
+    #[arg(long, default_value = "")]
+    pub kfp_user_prefix: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -59,45 +59,115 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(tokens) = file_tokens {
         authenticators.push(Arc::new(tokens));
     }
-    // Certificates come first, as kube-apiserver orders them: the front proxy, then x509.
+    let delegation = Delegation::from_options(&opts).await?;
+    let lookup = lookup_extension_auth(&opts, delegation.authentication.as_ref()).await?;
+    let text_bundle = |pem: &str, key: &str| {
+        kfp_certs::ReloadingCaBundle::from_pem(pem).with_context(|| {
+            format!(
+                "{}/{}: {key}",
+                crate::extension_auth::NAMESPACE,
+                crate::extension_auth::NAME
+            )
+        })
+    };
+    let file_bundle = |path: &Option<std::path::PathBuf>, flag: &str| {
+        path.as_deref()
+            .map(kfp_certs::ReloadingCaBundle::new)
+            .transpose()
+            .with_context(|| flag.to_owned())
+    };
+    // A flag wins; else the ConfigMap (when it was looked up), whose bundles may start empty.
     let cas = Arc::new(kfp_certs::ClientCas {
-        client: opts
-            .client_ca_file
-            .as_deref()
-            .map(kfp_certs::ReloadingCaBundle::new)
-            .transpose()
-            .context("--client-ca-file")?,
-        request_header: opts
-            .requestheader_client_ca_file
-            .as_deref()
-            .map(kfp_certs::ReloadingCaBundle::new)
-            .transpose()
-            .context("--requestheader-client-ca-file")?,
+        client: match (
+            file_bundle(&opts.client_ca_file, "--client-ca-file")?,
+            &lookup,
+        ) {
+            (Some(b), _) => Some(b),
+            (None, Some(l)) => Some(text_bundle(&l.client_ca, "client-ca-file")?),
+            (None, None) => None,
+        },
+        request_header: match (
+            file_bundle(
+                &opts.requestheader_client_ca_file,
+                "--requestheader-client-ca-file",
+            )?,
+            &lookup,
+        ) {
+            (Some(b), _) => Some(b),
+            (None, Some(l)) => Some(text_bundle(
+                &l.request_header_ca,
+                "requestheader-client-ca-file",
+            )?),
+            (None, None) => None,
+        },
     });
-    let mut first: Vec<Arc<dyn Authenticator>> = Vec::new();
-    if cas.request_header.is_some() {
-        first.push(Arc::new(crate::front_proxy::RequestHeaderAuthenticator {
-            config: crate::front_proxy::RequestHeaderConfig {
+    let front = cas.request_header.as_ref().map(|_| {
+        let config = match (&opts.requestheader_client_ca_file, &lookup) {
+            (None, Some(l)) => l.request_header.clone(),
+            _ => crate::front_proxy::RequestHeaderConfig {
                 allowed_names: opts.requestheader_allowed_names.clone(),
                 username_headers: opts.requestheader_username_headers.clone(),
                 group_headers: opts.requestheader_group_headers.clone(),
                 extra_prefixes: opts.requestheader_extra_headers_prefix.clone(),
                 uid_headers: opts.requestheader_uid_headers.clone(),
             },
+        };
+        Arc::new(crate::front_proxy::RequestHeaderAuthenticator::new(config))
+    });
+    // kube-apiserver's order: the front proxy, then x509 certificates, then tokens. KFP's user
+    // header sits right after the front proxy (whose `X-Remote-User` wins).
+    let mut first: Vec<Arc<dyn Authenticator>> = Vec::new();
+    if let Some(f) = &front {
+        first.push(f.clone());
+    }
+    if let Some(header) = &opts.kfp_user_header {
+        first.push(Arc::new(crate::front_proxy::KfpUserHeaderAuthenticator {
+            header: http::HeaderName::try_from(header.as_str())
+                .context("--kfp-user-header is not a header name")?,
+            prefix: opts.kfp_user_prefix.clone(),
+            front_proxy: front.clone(),
         }));
     }
     if cas.client.is_some() {
         first.push(Arc::new(crate::front_proxy::X509Authenticator));
     }
     authenticators.splice(0..0, first);
-    let delegation = Delegation::from_options(&opts).await?;
+    let configmap_refresh = match (&delegation.authentication, &lookup) {
+        (Some(client), Some(_)) => Some(crate::extension_auth::spawn_refresh(
+            client.clone(),
+            opts.authentication_configmap_refresh_interval
+                .max(Duration::from_secs(1)),
+            crate::extension_auth::Targets {
+                cas: cas.clone(),
+                client_ca: opts.client_ca_file.is_none(),
+                request_header: front
+                    .clone()
+                    .filter(|_| opts.requestheader_client_ca_file.is_none()),
+            },
+        )),
+        _ => None,
+    };
     if let Some(client) = &delegation.authentication {
+        if opts.service_account_issuer_discovery {
+            let local = crate::service_account::ServiceAccountTokenAuthenticator::discover(
+                client.clone(),
+                opts.api_audiences.clone(),
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("--service-account-issuer-discovery")?;
+            authenticators.push(Arc::new(local));
+        }
         authenticators.push(Arc::new(crate::delegated::TokenReviewAuthenticator::new(
             client.clone(),
-            Vec::new(),
+            opts.api_audiences.clone(),
             opts.authentication_token_webhook_cache_ttl,
             opts.authentication_token_webhook_cache_ttl,
         )));
+    } else if opts.service_account_issuer_discovery {
+        anyhow::bail!(
+            "--service-account-issuer-discovery needs the host cluster (--authentication-kubeconfig, --kubeconfig, or in-cluster)"
+        );
     }
     if authenticators.is_empty() {
         anyhow::bail!(
@@ -201,8 +271,43 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         c.abort();
     }
     collector.abort();
+    if let Some(r) = configmap_refresh {
+        r.abort();
+    }
     store.close().await;
     Ok(())
+}
+
+/// The `extension-apiserver-authentication` ConfigMap at start, as kube-apiserver's
+/// `lookupMissingConfigInCluster` does it: only when a flag left a CA to find and a host cluster
+/// is configured; not found is an empty configuration (the refresh may fill it later);
+/// unreadable refuses to start unless `--authentication-tolerate-lookup-failure`.
+async fn lookup_extension_auth(
+    opts: &ServeOptions,
+    host: Option<&kube::Client>,
+) -> anyhow::Result<Option<crate::extension_auth::ExtensionAuth>> {
+    let missing = opts.client_ca_file.is_none() || opts.requestheader_client_ca_file.is_none();
+    let Some(client) = host.filter(|_| missing && !opts.authentication_skip_lookup) else {
+        return Ok(None);
+    };
+    match crate::extension_auth::fetch(client).await {
+        Ok(Some(found)) => Ok(Some(found)),
+        Ok(None) => {
+            tracing::info!(
+                "{}/{} not found: no client CA or front proxy from it until it appears",
+                crate::extension_auth::NAMESPACE,
+                crate::extension_auth::NAME
+            );
+            Ok(Some(Default::default()))
+        }
+        Err(e) if opts.authentication_tolerate_lookup_failure => {
+            tracing::warn!(error = %e, "starting without the authentication ConfigMap");
+            Ok(Some(Default::default()))
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "{e} (--authentication-tolerate-lookup-failure starts anyway; --authentication-skip-lookup does not read it)"
+        )),
+    }
 }
 
 /// A client for the host cluster from a kubeconfig, or the in-cluster configuration.

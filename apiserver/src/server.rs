@@ -35,7 +35,8 @@ pub const DRAIN: Duration = Duration::from_secs(20);
 pub struct PlainKfpListener;
 
 /// Accepts connections until `shutdown` flips, then drains.
-/// `cas` classifies each connection's client certificate once, at the handshake.
+/// `cas` classifies each connection's client certificate at the handshake, and again on a
+/// request after either CA bundle changed or the certificate expired ([`ConnectionCertificate`]).
 pub async fn run(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -94,7 +95,12 @@ async fn accept_loop(
                     .as_ref()
                     .and_then(|cas| cas.classify(&chain))
                     .map(|id| VerifiedClient(Arc::new(id)));
-                (PeerCertificates(Arc::new(chain)), verified)
+                let generation = verified.as_ref().map_or(0, |v| v.0.generation);
+                ConnectionCertificate {
+                    chain: PeerCertificates(Arc::new(chain)),
+                    verified: std::sync::Mutex::new((generation, verified)),
+                    cas,
+                }
             });
             serve_connection(TokioIo::new(tls), app, watcher, peer, certs, false).await;
         });
@@ -166,12 +172,43 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// A connection's client certificate and what it was verified as. kube-apiserver verifies
+/// client certificates per request against the CA bundles in force; here the handshake's
+/// classification is kept and redone only when a bundle changed since or the certificate
+/// expired, so a CA that leaves a bundle stops counting on open connections too (the
+/// aggregator keeps its HTTP/2 connections for long).
+struct ConnectionCertificate {
+    chain: PeerCertificates,
+    /// The bundles' generation it was classified at, and the result.
+    verified: std::sync::Mutex<(u64, Option<VerifiedClient>)>,
+    cas: Option<Arc<kfp_certs::ClientCas>>,
+}
+
+impl ConnectionCertificate {
+    fn current(&self) -> Option<VerifiedClient> {
+        let cas = self.cas.as_ref()?;
+        let mut slot = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = cas.generation();
+        let expired = slot
+            .1
+            .as_ref()
+            .is_some_and(|v| v.0.not_after < std::time::SystemTime::now());
+        if slot.0 != generation || expired {
+            let verified = cas
+                .classify(&self.chain.0)
+                .map(|id| VerifiedClient(Arc::new(id)));
+            *slot = (generation, verified);
+        }
+        slot.1.clone()
+    }
+}
+
 async fn serve_connection<I>(
     io: I,
     app: Arc<App>,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
-    certs: Option<(PeerCertificates, Option<VerifiedClient>)>,
+    certs: Option<ConnectionCertificate>,
     plain: bool,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -186,10 +223,10 @@ async fn serve_connection<I>(
     let service =
         hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             let guard = InFlight::new(&act);
-            if let Some((chain, verified)) = &certs {
-                req.extensions_mut().insert(chain.clone());
-                if let Some(v) = verified {
-                    req.extensions_mut().insert(v.clone());
+            if let Some(c) = &certs {
+                req.extensions_mut().insert(c.chain.clone());
+                if let Some(v) = c.current() {
+                    req.extensions_mut().insert(v);
                 }
             }
             if plain {

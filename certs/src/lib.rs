@@ -309,25 +309,29 @@ pub struct ClientIdentity {
     pub organizations: Vec<String>,
     /// The end of its validity.
     pub not_after: SystemTime,
+    /// [`ClientCas::generation`] when it was classified: a request on a connection whose
+    /// identity is of an older generation is classified again (a CA that left a bundle stops
+    /// counting on open connections too, as kube-apiserver verifies per request).
+    pub generation: u64,
 }
 
 fn load_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>> {
+    let pem = std::fs::read(path).map_err(io(path))?;
+    roots_from_pem(&pem, path)
+}
+
+/// The CA certificates in `pem`; an error names `origin` (a file, or where the text came from).
+fn roots_from_pem(pem: &[u8], origin: &Path) -> Result<Arc<rustls::RootCertStore>> {
+    let bad = |message: String| Error::Pem {
+        path: origin.to_owned(),
+        message,
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(path).map_err(|e| Error::Pem {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })? {
-        let c = c.map_err(|e| Error::Pem {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        roots.add(c)?;
+    for c in CertificateDer::pem_slice_iter(pem) {
+        roots.add(c.map_err(|e| bad(e.to_string()))?)?;
     }
     if roots.is_empty() {
-        return Err(Error::Pem {
-            path: path.to_owned(),
-            message: "no CA certificate found".into(),
-        });
+        return Err(bad("no CA certificate found".into()));
     }
     Ok(Arc::new(roots))
 }
@@ -344,11 +348,27 @@ fn verifier_for(roots: Arc<rustls::RootCertStore>) -> Result<Verifier> {
     .map_err(|e| Error::Tls(rustls::Error::General(e.to_string())))
 }
 
-/// A CA bundle in a PEM file, reloaded when the file changes (checked at most once a second);
-/// a changed file that cannot be loaded keeps the old bundle and logs why.
+/// A CA bundle: either a PEM file, reloaded when the file changes (checked at most once a
+/// second; a changed file that cannot be loaded keeps the old bundle and logs why), or PEM text
+/// set by its owner ([`ReloadingCaBundle::set_pem`]: the `extension-apiserver-authentication`
+/// ConfigMap). A bundle set from text may be empty: then it trusts no certificate.
 pub struct ReloadingCaBundle {
-    path: PathBuf,
-    state: Mutex<(Verifier, Option<SystemTime>, Instant)>,
+    /// The file, or `None` for a bundle whose text is set by its owner.
+    path: Option<PathBuf>,
+    state: Mutex<BundleState>,
+    /// Bumped at every change of content.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+struct BundleState {
+    /// `None`: an empty bundle.
+    verifier: Option<Verifier>,
+    /// The file's modification time when it was loaded.
+    stamp: Option<SystemTime>,
+    /// The last look at the file.
+    checked: Instant,
+    /// The text it was set from (bundles set from text), to skip identical updates.
+    pem: String,
 }
 
 impl std::fmt::Debug for ReloadingCaBundle {
@@ -360,26 +380,90 @@ impl std::fmt::Debug for ReloadingCaBundle {
 }
 
 impl ReloadingCaBundle {
-    /// Loads the bundle now; fails if it holds no usable CA.
+    /// Loads the bundle in `path` now; fails if it holds no usable CA.
     pub fn new(path: &Path) -> Result<Self> {
         let v = verifier_for(load_roots(path)?)?;
         Ok(ReloadingCaBundle {
-            path: path.to_owned(),
-            state: Mutex::new((v, modified(path), Instant::now())),
+            generation: Default::default(),
+            path: Some(path.to_owned()),
+            state: Mutex::new(BundleState {
+                verifier: Some(v),
+                stamp: modified(path),
+                checked: Instant::now(),
+                pem: String::new(),
+            }),
         })
     }
 
-    fn verifier(&self) -> Verifier {
+    /// A bundle from PEM text (empty text: a bundle that trusts nothing until set).
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        let b = ReloadingCaBundle {
+            generation: Default::default(),
+            path: None,
+            state: Mutex::new(BundleState {
+                verifier: None,
+                stamp: None,
+                checked: Instant::now(),
+                pem: String::new(),
+            }),
+        };
+        b.set_pem(pem)?;
+        Ok(b)
+    }
+
+    /// Replaces a text bundle's content (empty text empties it); returns whether it changed.
+    /// Text that holds no usable CA is refused and the bundle keeps what it had. A file bundle
+    /// is not changed by this (it follows its file).
+    pub fn set_pem(&self, pem: &str) -> Result<bool> {
+        if let Some(path) = &self.path {
+            return Err(Error::Pem {
+                path: path.clone(),
+                message: "a file bundle follows its file; it is not set from text".into(),
+            });
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.2.elapsed() >= Duration::from_secs(1) {
-            st.2 = Instant::now();
-            let stamp = modified(&self.path);
-            if stamp != st.1 {
-                match load_roots(&self.path).and_then(verifier_for) {
+        if st.pem == pem && (st.verifier.is_some() || pem.trim().is_empty()) {
+            return Ok(false);
+        }
+        st.verifier = if pem.trim().is_empty() {
+            None
+        } else {
+            Some(verifier_for(roots_from_pem(
+                pem.as_bytes(),
+                Path::new("(CA bundle text)"),
+            )?)?)
+        };
+        st.pem = pem.to_owned();
+        self.bump();
+        Ok(true)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A number that changes whenever the content does (a file bundle looks at its file first,
+    /// at most once a second).
+    pub fn generation(&self) -> u64 {
+        drop(self.verifier());
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn verifier(&self) -> Option<Verifier> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = &self.path
+            && st.checked.elapsed() >= Duration::from_secs(1)
+        {
+            st.checked = Instant::now();
+            let stamp = modified(path);
+            if stamp != st.stamp {
+                match load_roots(path).and_then(verifier_for) {
                     Ok(v) => {
-                        tracing::info!(ca = %self.path.display(), "client CA bundle reloaded");
-                        st.0 = v;
-                        st.1 = stamp;
+                        tracing::info!(ca = %path.display(), "client CA bundle reloaded");
+                        st.verifier = Some(v);
+                        st.stamp = stamp;
+                        self.bump();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "client CA bundle changed but cannot be loaded; keeping the old one")
@@ -387,7 +471,7 @@ impl ReloadingCaBundle {
                 }
             }
         }
-        st.0.clone()
+        st.verifier.clone()
     }
 
     fn verifies(&self, chain: &[CertificateDer<'_>], now: rustls::pki_types::UnixTime) -> bool {
@@ -395,8 +479,7 @@ impl ReloadingCaBundle {
             return false;
         };
         self.verifier()
-            .verify_client_cert(end, intermediates, now)
-            .is_ok()
+            .is_some_and(|v| v.verify_client_cert(end, intermediates, now).is_ok())
     }
 }
 
@@ -418,9 +501,16 @@ impl ClientCas {
             .chain(self.client.iter().map(|b| (ClientCa::Client, b)))
     }
 
+    /// Changes whenever either bundle's content does.
+    pub fn generation(&self) -> u64 {
+        self.bundles().map(|(_, b)| b.generation()).sum()
+    }
+
     /// Which bundles a presented chain (leaf first) verifies against now, and its subject;
     /// `None` when it verifies against none or cannot be parsed.
     pub fn classify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientIdentity> {
+        // Read before verifying: a change during it makes the result look old, never new.
+        let generation = self.generation();
         let now = rustls::pki_types::UnixTime::now();
         let cas: Vec<ClientCa> = self
             .bundles()
@@ -449,6 +539,7 @@ impl ClientCas {
             common_name,
             organizations,
             not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            generation,
         })
     }
 }
@@ -480,10 +571,8 @@ impl rustls::server::danger::ClientCertVerifier for EitherCa {
     ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
         let mut last = rustls::Error::General("no client CA is configured".into());
         for (_, b) in self.0.bundles() {
-            match b
-                .verifier()
-                .verify_client_cert(end_entity, intermediates, now)
-            {
+            let Some(v) = b.verifier() else { continue };
+            match v.verify_client_cert(end_entity, intermediates, now) {
                 Ok(v) => return Ok(v),
                 Err(e) => last = e,
             }
@@ -612,5 +701,53 @@ mod client_ca_tests {
         assert!(cas.classify(&[leaf(&next, "dave")]).is_some());
         assert!(ReloadingCaBundle::new(&client_file).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_text_bundle_starts_empty_and_follows_what_it_is_set_to() {
+        let (front, front_pem) = ca("front");
+        let (next, next_pem) = ca("next front");
+        let cas = ClientCas {
+            client: None,
+            request_header: Some(ReloadingCaBundle::from_pem("").unwrap()),
+        };
+        let bundle = cas.request_header.as_ref().unwrap();
+        assert_eq!(
+            cas.classify(&[leaf(&front, "p")]),
+            None,
+            "empty trusts nothing"
+        );
+        let g = cas.generation();
+        assert!(bundle.set_pem(&front_pem).unwrap(), "changed");
+        assert_ne!(cas.generation(), g, "a change is a new generation");
+        let g = cas.generation();
+        assert!(!bundle.set_pem(&front_pem).unwrap(), "the same text again");
+        assert_eq!(cas.generation(), g, "no change, same generation");
+        assert_eq!(
+            cas.classify(&[leaf(&front, "p")]).unwrap().cas,
+            [ClientCa::RequestHeader]
+        );
+        assert!(bundle.set_pem("garbage").is_err(), "refused");
+        assert!(
+            cas.classify(&[leaf(&front, "p")]).is_some(),
+            "a refused text keeps what worked"
+        );
+        bundle.set_pem(&format!("{front_pem}{next_pem}")).unwrap();
+        assert!(
+            cas.classify(&[leaf(&next, "p")]).is_some(),
+            "both in a bundle"
+        );
+        bundle.set_pem("").unwrap();
+        assert_eq!(cas.classify(&[leaf(&front, "p")]), None, "emptied");
+        let file = ReloadingCaBundle::new(&{
+            let f = std::env::temp_dir().join(format!("kfp-certs-text-{}.crt", std::process::id()));
+            std::fs::write(&f, &front_pem).unwrap();
+            f
+        })
+        .unwrap();
+        assert!(
+            file.set_pem(&next_pem).is_err(),
+            "a file bundle follows its file"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! The binary is `$KFP_APISERVER_BIN` or `target/debug/kfp-apiserver` (scripts/test builds it);
 //! kubectl is `$KUBECTL` or the one `../shared/tools/install-kubectl` installs.
 
+pub mod aggregator;
+pub mod pki;
 pub mod sim;
 
 use std::net::TcpListener;
@@ -276,4 +278,127 @@ pub fn corpus_files(sub: &str) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// A running `kfp-apiserver serve` with any flags (aggregated mode: no `--dev`), logging to
+/// `DIR/server.log`; ready once `/readyz` answers `ok` over TLS.
+pub struct Served {
+    child: Option<Child>,
+    /// The data directory (owned: removed on drop).
+    pub dir: PathBuf,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Served {
+    /// Starts `serve --listen ADDR FLAGS...` and waits (at most 30 s) until `/readyz` answers
+    /// over TLS with a certificate `serving_ca_pem` signed.
+    pub fn start(dir: PathBuf, flags: &[String], serving_ca_pem: &str) -> Served {
+        std::fs::create_dir_all(&dir).expect("dir");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
+        let child = Command::new(server_binary())
+            .args(["serve", "--listen", &addr])
+            .args(flags)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kfp-apiserver");
+        let mut s = Served {
+            child: Some(child),
+            dir,
+            addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some((200, body)) = https_get(&s.addr, serving_ca_pem, "/readyz", &[])
+                && body.trim() == "ok"
+            {
+                return s;
+            }
+            if let Some(Ok(Some(status))) = s.child.as_mut().map(Child::try_wait) {
+                panic!("kfp-apiserver exited ({status}):\n{}", s.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kfp-apiserver did not become ready in 30 s:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One blocking HTTPS/1.1 GET to `addr` on a new connection, trusting `ca_pem`, with `headers`;
+/// the status and body, or `None` when the connection, the handshake or the answer failed
+/// (5 s limit each way).
+pub fn https_get(
+    addr: &str,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let config = pki::client_config(ca_pem, None, &[b"http/1.1"]);
+    let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).ok()?;
+    let tcp = std::net::TcpStream::connect(addr).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    tcp.set_write_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    tls.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    // A peer that closes without close_notify still delivered what it sent.
+    let _ = tls.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Some((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The payload of a chunked body (what arrived of it).
+fn dechunk(mut s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = s.windows(2).position(|w| w == b"\r\n") {
+        let Some(n) = std::str::from_utf8(&s[..eol])
+            .ok()
+            .and_then(|t| usize::from_str_radix(t.trim(), 16).ok())
+        else {
+            break;
+        };
+        let rest = &s[eol + 2..];
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.extend_from_slice(&rest[..n]);
+        s = rest[n..].strip_prefix(b"\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }

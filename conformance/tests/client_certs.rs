@@ -10,50 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
+use kfp_conformance::pki::{self, ca, client};
 use kfp_conformance::sim::{EDIT, Grant, HostCluster, SimUser};
 use kfp_conformance::{DevServer, free_port};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
-
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = p.self_signed(&key).expect("self-signed");
-    Ca {
-        pem: cert.pem(),
-        issuer: rcgen::Issuer::new(p, key),
-    }
-}
-
-/// A client certificate (PEM chain, PEM key) signed by `ca`; `expired` makes it end in the past.
-fn client(ca: &Ca, cn: &str, orgs: &[&str], expired: bool) -> (String, String) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    for o in orgs {
-        p.distinguished_name
-            .push(rcgen::DnType::OrganizationName, *o);
-    }
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    if expired {
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    let cert = p.signed_by(&key, &ca.issuer).expect("signed");
-    (cert.pem(), key.serialize_pem())
-}
 
 /// One HTTPS GET to `addr`, trusting `server_ca`, with an optional client certificate and
 /// headers. `Err` when the TLS handshake (or connection) fails.
@@ -64,30 +24,8 @@ async fn get(
     headers: &[(&str, &str)],
     path: &str,
 ) -> Result<(u16, String), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(server_ca).expect("ca") {
-        roots.add(c.expect("ca cert")).expect("add");
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots);
-    let mut config = match cert {
-        Some((chain, key)) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(chain.as_bytes())
-                    .map(|c| c.expect("cert"))
-                    .collect();
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client cert")
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let ca_pem = std::fs::read_to_string(server_ca).expect("server CA");
+    let config = pki::client_config(&ca_pem, cert, &[b"http/1.1"]);
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
