@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
-use kfp_conformance::pki::{self, ca, client};
+use kfp_conformance::pki::{self, Ca, ca, client};
 use kfp_conformance::sim::{EDIT, Grant, HostCluster, SimUser};
 use kfp_conformance::{DevServer, free_port};
 use serde_json::Value;
@@ -59,8 +59,25 @@ async fn get(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_front_proxy_is_trusted_with_the_user_headers() {
+const PATH: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/team-a/pipelines";
+const SPOOF: [(&str, &str); 2] = [
+    ("x-remote-user", "admin"),
+    ("x-remote-group", "system:masters"),
+];
+
+/// A server with both CA bundles and delegation to a simulated cluster: alice may edit
+/// pipelines in team-a, bob may list them there.
+struct Probe {
+    front_ca: Ca,
+    client_ca: Ca,
+    rogue_ca: Ca,
+    cluster: HostCluster,
+    server_ca: std::path::PathBuf,
+    addr: String,
+    _server: DevServer,
+}
+
+fn setup(name: &str) -> Probe {
     let front_ca = ca("front-proxy-ca");
     let client_ca = ca("client-ca");
     let rogue_ca = ca("rogue-ca");
@@ -85,7 +102,10 @@ async fn only_the_front_proxy_is_trusted_with_the_user_headers() {
             },
         ],
     );
-    let dir = std::env::temp_dir().join(format!("kfp-conformance-certs-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "kfp-conformance-certs-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let write = |name: &str, text: &str| {
@@ -114,13 +134,20 @@ async fn only_the_front_proxy_is_trusted_with_the_user_headers() {
         ],
     );
     let server_ca = server.dir.join("pki/ca.crt");
-    let path = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/team-a/pipelines";
-    let spoof = [
-        ("x-remote-user", "admin"),
-        ("x-remote-group", "system:masters"),
-    ];
-    let last_reviewed = || -> Value {
-        cluster
+    Probe {
+        front_ca,
+        client_ca,
+        rogue_ca,
+        cluster,
+        server_ca,
+        addr,
+        _server: server,
+    }
+}
+
+impl Probe {
+    fn last_reviewed(&self) -> Value {
+        self.cluster
             .counters
             .access_log
             .lock()
@@ -128,94 +155,119 @@ async fn only_the_front_proxy_is_trusted_with_the_user_headers() {
             .last()
             .cloned()
             .unwrap_or_default()
-    };
+    }
 
-    // Headers without the front-proxy certificate: not the admin.
-    let (code, _) = get(&addr, &server_ca, None, &spoof, path)
-        .await
-        .expect("served");
+    async fn get(
+        &self,
+        cert: Option<&(String, String)>,
+        headers: &[(&str, &str)],
+        path: &str,
+    ) -> Result<(u16, String), String> {
+        get(&self.addr, &self.server_ca, cert, headers, path).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_without_the_front_proxy_certificate_are_not_trusted() {
+    let p = setup("no-cert");
+    let (code, _) = p.get(None, &SPOOF, PATH).await.expect("served");
     assert_eq!(code, 401, "X-Remote-User without a certificate");
-    // A front-proxy-CA certificate with a CN that is not allowed: headers ignored.
-    let intruder = client(&front_ca, "intruder", &[], false);
-    let (code, _) = get(&addr, &server_ca, Some(&intruder), &spoof, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_proxy_ca_certificate_with_a_cn_not_allowed_is_not_the_front_proxy() {
+    let p = setup("other-cn");
+    let intruder = client(&p.front_ca, "intruder", &[], false);
+    let (code, _) = p.get(Some(&intruder), &SPOOF, PATH).await.expect("served");
+    assert_eq!(code, 401, "a front-proxy-CA certificate with another CN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_front_proxy_certificate_is_refused() {
+    let p = setup("expired");
+    let expired = client(&p.front_ca, "front-proxy-client", &[], true);
+    assert!(
+        p.get(Some(&expired), &SPOOF, PATH).await.is_err(),
+        "the handshake fails"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrongly_signed_certificate_is_refused() {
+    let p = setup("rogue");
+    let rogue = client(&p.rogue_ca, "front-proxy-client", &[], false);
+    assert!(
+        p.get(Some(&rogue), &SPOOF, PATH).await.is_err(),
+        "the handshake fails"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_spoofed_headers_is_served_as_the_tokens_user() {
+    let p = setup("token-spoof");
+    let (code, _) = p
+        .get(
+            None,
+            &[("authorization", "Bearer bob-token"), SPOOF[0], SPOOF[1]],
+            PATH,
+        )
         .await
         .expect("served");
-    assert_eq!(code, 401, "a front-proxy-CA certificate with another CN");
-    // Expired, or signed by a CA nobody trusts: the handshake fails.
-    let proxy = client(&front_ca, "front-proxy-client", &[], false);
-    let expired = client(&front_ca, "front-proxy-client", &[], true);
-    assert!(
-        get(&addr, &server_ca, Some(&expired), &spoof, path)
-            .await
-            .is_err(),
-        "an expired front-proxy certificate is refused"
-    );
-    let rogue = client(&rogue_ca, "front-proxy-client", &[], false);
-    assert!(
-        get(&addr, &server_ca, Some(&rogue), &spoof, path)
-            .await
-            .is_err(),
-        "a wrongly signed certificate is refused"
-    );
-    // A token with spoofed headers is served as the token's user.
-    let (code, _) = get(
-        &addr,
-        &server_ca,
-        None,
-        &[("authorization", "Bearer bob-token"), spoof[0], spoof[1]],
-        path,
-    )
-    .await
-    .expect("served");
     assert_eq!(code, 200);
     assert_eq!(
-        last_reviewed()["user"],
+        p.last_reviewed()["user"],
         "bob",
         "served as bob, not the header's admin"
     );
-    // A token the cluster rejects.
-    let (code, _) = get(
-        &addr,
-        &server_ca,
-        None,
-        &[("authorization", "Bearer forged")],
-        path,
-    )
-    .await
-    .expect("served");
-    assert_eq!(code, 401);
-    // Impersonation is refused.
-    let (code, body) = get(
-        &addr,
-        &server_ca,
-        None,
-        &[
-            ("authorization", "Bearer bob-token"),
-            ("impersonate-user", "admin"),
-        ],
-        path,
-    )
-    .await
-    .expect("served");
-    assert_eq!(code, 403, "{body}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_cluster_rejects_is_401() {
+    let p = setup("forged");
+    let (code, _) = p
+        .get(None, &[("authorization", "Bearer forged")], PATH)
+        .await
+        .expect("served");
+    assert_eq!(code, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_is_refused() {
+    let p = setup("impersonate");
+    let (code, body) = p
+        .get(
+            None,
+            &[
+                ("authorization", "Bearer bob-token"),
+                ("impersonate-user", "admin"),
+            ],
+            PATH,
+        )
+        .await
+        .expect("served");
+    assert_eq!(code, 403, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_front_proxy_and_x509_users_are_who_their_credentials_say() {
+    let p = setup("genuine");
+    let proxy = client(&p.front_ca, "front-proxy-client", &[], false);
     // The real front proxy: the headers are the user, one group per header line.
-    let (code, body) = get(
-        &addr,
-        &server_ca,
-        Some(&proxy),
-        &[
-            ("x-remote-user", "alice"),
-            ("x-remote-group", "devs"),
-            ("x-remote-group", "ops"),
-            ("x-remote-extra-scopes", "a"),
-        ],
-        path,
-    )
-    .await
-    .expect("served");
+    let (code, body) = p
+        .get(
+            Some(&proxy),
+            &[
+                ("x-remote-user", "alice"),
+                ("x-remote-group", "devs"),
+                ("x-remote-group", "ops"),
+                ("x-remote-extra-scopes", "a"),
+            ],
+            PATH,
+        )
+        .await
+        .expect("served");
     assert_eq!(code, 200, "{body}");
-    let spec = last_reviewed();
+    let spec = p.last_reviewed();
     assert_eq!(spec["user"], "alice");
     assert_eq!(
         spec["groups"],
@@ -223,25 +275,18 @@ async fn only_the_front_proxy_is_trusted_with_the_user_headers() {
     );
     assert_eq!(spec["extra"]["scopes"], serde_json::json!(["a"]));
     // ... and the front proxy may pass on system:masters (the aggregator's availability probe).
-    let (code, _) = get(
-        &addr,
-        &server_ca,
-        Some(&proxy),
-        &spoof,
-        "/apis/pipelines.kubeflow.org/v2beta1",
-    )
-    .await
-    .expect("served");
+    let (code, _) = p
+        .get(Some(&proxy), &SPOOF, "/apis/pipelines.kubeflow.org/v2beta1")
+        .await
+        .expect("served");
     assert_eq!(code, 200);
 
     // x509 users of the client CA: CN and O; headers on their connection ignored.
-    let carol = client(&client_ca, "carol", &["team-c"], false);
-    let (code, body) = get(&addr, &server_ca, Some(&carol), &spoof, path)
-        .await
-        .expect("served");
+    let carol = client(&p.client_ca, "carol", &["team-c"], false);
+    let (code, body) = p.get(Some(&carol), &SPOOF, PATH).await.expect("served");
     assert_eq!(code, 403, "carol has no grant in team-a: {body}");
     assert!(body.contains(r#"User \"carol\""#), "{body}");
-    let spec = last_reviewed();
+    let spec = p.last_reviewed();
     assert_eq!(spec["user"], "carol");
     assert_eq!(
         spec["groups"],
