@@ -402,3 +402,73 @@ fn dechunk(mut s: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// What [`tls_get`] got: the status, the body, and the serving certificate (DER) of the
+/// connection.
+pub struct TlsAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The body, as text.
+    pub body: String,
+    /// The server's leaf certificate.
+    pub server_cert: Vec<u8>,
+}
+
+/// One HTTPS/1.1 GET on a new connection to `addr` (name `localhost`), trusting `ca_pem`, with
+/// an optional client certificate (PEM chain, PEM key) and headers; `Err` when the connection,
+/// the handshake or the request fails (10 s limit for the answer).
+pub async fn tls_get(
+    addr: &str,
+    ca_pem: &str,
+    cert: Option<&(String, String)>,
+    headers: &[(&str, &str)],
+    path: &str,
+) -> Result<TlsAnswer, String> {
+    use http_body_util::BodyExt;
+    let config = pki::client_config(ca_pem, cert, &[b"http/1.1"]);
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let server_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .unwrap_or_default();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| format!("http: {e}"))?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get(path).header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        send.send_request(
+            req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("request"),
+        ),
+    )
+    .await
+    .map_err(|_| "timeout".to_owned())?
+    .map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(TlsAnswer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        server_cert,
+    })
+}

@@ -447,51 +447,16 @@ struct Creds {
     front: (String, String),
 }
 
-/// One request on a new TLS connection with `cert`: the status, and the serving
-/// certificate's issuer CN seen.
+/// One request on a new TLS connection with `cert`: the status, and which serving CA issued
+/// the certificate the server presented.
 async fn request_once(
     addr: &str,
     trust: &str,
     cert: &(String, String),
     headers: &[(&str, &str)],
 ) -> Result<(u16, String), String> {
-    let config = pki::client_config(trust, Some(cert), &[b"http/1.1"]);
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let issuer = {
-        let (_, conn) = tls.get_ref();
-        let der = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or("no serving certificate")?
-            .to_vec();
-        issuer_cn(&der)
-    };
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(conn);
-    let mut req = http::Request::get(PIPELINES_A).header("host", "localhost");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(10),
-        send.send_request(
-            req.body(http_body_util::Empty::<bytes::Bytes>::new())
-                .expect("request"),
-        ),
-    )
-    .await
-    .map_err(|_| "timeout".to_owned())?
-    .map_err(|e| format!("request: {e}"))?;
-    Ok((resp.status().as_u16(), issuer))
+    let a = kfp_conformance::tls_get(addr, trust, Some(cert), headers, PIPELINES_A).await?;
+    Ok((a.status, issuer_cn(&a.server_cert)))
 }
 
 /// Which of the test's two serving CAs issued a DER certificate, by the CA's name in its issuer

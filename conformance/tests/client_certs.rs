@@ -6,11 +6,8 @@
 //! Who was served is read from the simulated cluster's SubjectAccessReview log.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use kfp_conformance::pki::{self, Ca, ca, client};
+use kfp_conformance::pki::{Ca, ca, client};
 use kfp_conformance::sim::{EDIT, Grant, HostCluster, SimUser};
 use kfp_conformance::{DevServer, free_port};
 use serde_json::Value;
@@ -25,38 +22,8 @@ async fn get(
     path: &str,
 ) -> Result<(u16, String), String> {
     let ca_pem = std::fs::read_to_string(server_ca).expect("server CA");
-    let config = pki::client_config(&ca_pem, cert, &[b"http/1.1"]);
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("http: {e}"))?;
-    tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", "localhost");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(10),
-        send.send_request(req.body(Empty::<bytes::Bytes>::new()).expect("request")),
-    )
-    .await
-    .map_err(|_| "timeout".to_owned())?
-    .map_err(|e| format!("request: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    let a = kfp_conformance::tls_get(addr, &ca_pem, cert, headers, path).await?;
+    Ok((a.status, a.body))
 }
 
 const PATH: &str = "/apis/pipelines.kubeflow.org/v2beta1/namespaces/team-a/pipelines";
