@@ -6,6 +6,7 @@
 //! kubectl is `$KUBECTL` or the one `../shared/tools/install-kubectl` installs.
 
 pub mod aggregator;
+pub mod load;
 pub mod pki;
 pub mod sim;
 

@@ -6,7 +6,8 @@
 //! the Deployment's ServiceAccount, the user roles aggregate into view/edit/admin, the pods
 //! run as non-root on a read-only root filesystem with probes and requests, and every flag the
 //! Deployment passes is one `kfp-apiserver serve` accepts. cert-manager's two kinds are checked
-//! for shape only (no schema of theirs is vendored).
+//! for shape only (no schema of theirs is vendored). The KFP CRDs in `crds/` (for running the
+//! same kinds on a plain kube-apiserver, e.g. to compare with `kfp-load`) match the served kinds.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kfp_conformance::{kubectl_binary, server_binary, workspace};
 use serde::de::DeserializeOwned;
@@ -96,6 +98,9 @@ fn render(dir: &str) -> BTreeMap<String, Value> {
                 drop(strict::<RoleBinding>(&v, &what))
             }
             ("apiregistration.k8s.io/v1", "APIService") => drop(strict::<APIService>(&v, &what)),
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                drop(strict::<CustomResourceDefinition>(&v, &what))
+            }
             ("cert-manager.io/v1", "Issuer" | "Certificate") => {
                 assert!(v["spec"].is_object(), "{what}: a spec");
             }
@@ -311,4 +316,66 @@ fn the_base_renders_with_a_store_secret_left_to_the_installer() {
         "the base carries no credentials"
     );
     get(&o, "APIService//v2beta1.pipelines.kubeflow.org");
+}
+
+/// KFP 2.17's own CRDs (for `kfp-load --compare` against a kube-apiserver) are valid
+/// CustomResourceDefinitions of exactly the kinds this server serves: same group, version,
+/// names, scope, and status subresource.
+#[test]
+fn the_kfp_crds_for_the_comparison_match_the_served_kinds() {
+    let o = render("crds");
+    assert_eq!(
+        o.len(),
+        kfp_apiservice::resource::RESOURCES.len(),
+        "{:?}",
+        o.keys()
+    );
+    for r in kfp_apiservice::resource::RESOURCES {
+        let name = format!("{}.{}", r.plural, kfp_apiservice::types::GROUP);
+        let doc = get(&o, &format!("CustomResourceDefinition//{name}"));
+        let crd: CustomResourceDefinition = strict(doc, &name);
+        assert_eq!(crd.spec.group, kfp_apiservice::types::GROUP);
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.kind, r.kind);
+        assert_eq!(crd.spec.names.plural, r.plural);
+        assert_eq!(crd.spec.names.list_kind.as_deref(), Some(r.list_kind));
+        let [v] = crd.spec.versions.as_slice() else {
+            panic!("{name}: one version expected")
+        };
+        assert_eq!(v.name, kfp_apiservice::types::VERSION);
+        assert!(v.served && v.storage);
+        let has_status = v
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some();
+        assert_eq!(
+            has_status, r.status_subresource,
+            "{name}: status subresource"
+        );
+        let schema = v
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .expect("schema");
+        let spec = &schema.properties.as_ref().expect("properties")["spec"];
+        let props = spec.properties.as_ref().expect("spec properties");
+        if r.kind == "PipelineVersion" {
+            assert_eq!(
+                spec.required.as_deref(),
+                Some(&["pipelineSpec".to_owned()][..])
+            );
+            for schemaless in ["pipelineSpec", "platformSpec"] {
+                assert_eq!(
+                    props[schemaless].x_kubernetes_preserve_unknown_fields,
+                    Some(true),
+                    "{schemaless}"
+                );
+            }
+        } else {
+            let mut keys: Vec<&str> = props.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["description", "displayName", "tags"]);
+        }
+    }
 }
