@@ -185,6 +185,9 @@ fn method_verb(m: &Method) -> &'static str {
 
 // === the layers, outermost first ===
 
+/// A request taking longer than this (other than a watch) is logged at info.
+const SLOW_REQUEST_SECS: f64 = 1.0;
+
 /// Request id, timing, and the one log line and metrics sample of every request.
 pub fn request_log(app: Arc<App>) -> Middleware<impl Handler> {
     middleware(move |mut req: HttpRequest, next: Next| {
@@ -208,16 +211,37 @@ pub fn request_log(app: Arc<App>) -> Middleware<impl Handler> {
             let code = resp.status().as_u16();
             let secs = started.elapsed().as_secs_f64();
             app.metrics.observe(tags.verb, &tags.resource, code, secs);
-            tracing::info!(
-                audit_id,
-                verb = tags.verb,
-                resource = tags.resource,
-                namespace = tags.namespace,
-                user = user.as_deref().unwrap_or(""),
-                code,
-                latency_ms = secs * 1000.0,
-                "request"
-            );
+            // As kube-apiserver's httplog (its level 3): a line for every request at debug;
+            // server errors and slow requests (not watches, which are long by design) also at
+            // warn and info, so a default log shows what needs attention without costing a
+            // formatted write per request.
+            let level = if code >= 500 {
+                tracing::Level::WARN
+            } else if secs >= SLOW_REQUEST_SECS && tags.verb != "watch" {
+                tracing::Level::INFO
+            } else {
+                tracing::Level::DEBUG
+            };
+            macro_rules! log_request {
+                ($level:expr) => {
+                    tracing::event!(
+                        $level,
+                        audit_id,
+                        verb = tags.verb,
+                        resource = tags.resource,
+                        namespace = tags.namespace,
+                        user = user.as_deref().unwrap_or(""),
+                        code,
+                        latency_ms = secs * 1000.0,
+                        "request"
+                    )
+                };
+            }
+            match level {
+                tracing::Level::WARN => log_request!(tracing::Level::WARN),
+                tracing::Level::INFO => log_request!(tracing::Level::INFO),
+                _ => log_request!(tracing::Level::DEBUG),
+            }
             resp
         });
         fut

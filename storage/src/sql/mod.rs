@@ -10,10 +10,12 @@
 //!
 //! By concern: [`dialect`] (URL scheme, placeholders, error classes), [`schema`] (versioned
 //! migrations per dialect), [`write`] (the write transaction), [`read`] (get and current or
-//! historical lists), [`sorted`] (the KFP view's sorted queries), [`tail`] (the change feed's
-//! database side and the tailer). This file opens the store and maps the traits onto them.
+//! historical lists), [`point`] (SQLite gets without sqlx's worker-thread hop), [`sorted`] (the
+//! KFP view's sorted queries), [`tail`] (the change feed's database side and the tailer). This
+//! file opens the store and maps the traits onto them.
 
 mod dialect;
+mod point;
 mod read;
 mod schema;
 mod sorted;
@@ -117,6 +119,8 @@ struct Db {
     pool: AnyPool,
     dialect: Dialect,
     indexer: Arc<dyn Indexer>,
+    /// SQLite: point reads on the calling thread ([`point`]); `None` elsewhere.
+    point: Option<Arc<point::PointReader>>,
 }
 
 struct Inner {
@@ -153,6 +157,7 @@ impl SqlStore {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
         let dialect = Dialect::of(&config.url)?;
         let mut url = config.url.clone();
+        let mut sqlite_path = None;
         if dialect == Dialect::Sqlite {
             let path = url
                 .trim_start_matches("sqlite://")
@@ -171,6 +176,7 @@ impl SqlStore {
             if !url.contains('?') {
                 url.push_str("?mode=rwc");
             }
+            sqlite_path = Some(path);
         }
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections.max(1))
@@ -195,10 +201,14 @@ impl SqlStore {
             .await
             .map_err(db_err)?;
         schema::migrate(&pool, dialect).await?;
+        let point = sqlite_path
+            .and_then(|path| point::PointReader::open(&path, &url))
+            .map(Arc::new);
         let db = Db {
             pool,
             dialect,
             indexer: config.indexer.clone(),
+            point,
         };
         write::reindex_if_asked(&db).await?;
         let start = db.current_revision().await?;

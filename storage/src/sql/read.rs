@@ -17,6 +17,9 @@ use crate::{Key, ListPage, ListRequest, Object, ReadAt, Result, Revision, StoreE
 
 impl Db {
     pub(super) async fn get(&self, key: &Key) -> Result<Object> {
+        if let Some(found) = self.point().and_then(|p| p.get(key)) {
+            return found.ok_or_else(|| StoreError::NotFound(key.clone()));
+        }
         let d = self.dialect;
         let sql = d.sql(&format!(
             "SELECT {} FROM kfp_objects o WHERE o.resource = ? AND o.namespace = ? AND o.name = ?",
@@ -34,6 +37,9 @@ impl Db {
     }
 
     pub(super) async fn get_by_uid(&self, resource: &str, uid: &str) -> Result<Object> {
+        if let Some(found) = self.point().and_then(|p| p.get_by_uid(resource, uid)) {
+            return found.ok_or_else(|| StoreError::NotFound(Key::new(resource, "", uid)));
+        }
         let d = self.dialect;
         let sql = d.sql(&format!(
             "SELECT {} FROM kfp_objects o WHERE o.resource = ? AND o.uid = ?",
@@ -47,6 +53,12 @@ impl Db {
             .map_err(db_err)?
             .ok_or_else(|| StoreError::NotFound(Key::new(resource, "", uid)))?;
         row_to_object(resource, &row)
+    }
+
+    /// The SQLite point reader, while the store is open (a closed store answers Unavailable
+    /// through sqlx's closed pool).
+    fn point(&self) -> Option<&super::point::PointReader> {
+        self.point.as_deref().filter(|_| !self.pool.is_closed())
     }
 
     pub(super) async fn list(&self, req: &ListRequest) -> Result<ListPage> {
