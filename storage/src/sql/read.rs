@@ -62,24 +62,55 @@ impl Db {
     }
 
     pub(super) async fn list(&self, req: &ListRequest) -> Result<ListPage> {
+        // SQLite: the whole page in one read transaction of a rusqlite connection on a blocking
+        // thread (one thread hop per page instead of one per row through sqlx's worker).
+        if let (Some(reader), false) = (self.point.clone(), self.pool.is_closed())
+            && let Some(_slot) = reader.list_slot().await
+        {
+            let db = self.clone();
+            let req = req.clone();
+            let reader = reader.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                reader.with_read_transaction(|reads| ready(db.list_in(reads, &req)))
+            })
+            .await;
+            if let Ok(Some(page)) = done {
+                return page;
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        let page = self
+            .list_in(
+                &mut SqlxReads {
+                    tx: &mut tx,
+                    dialect: self.dialect,
+                },
+                req,
+            )
+            .await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(page)
+    }
+
+    /// A list page from the reads of one read transaction.
+    async fn list_in<R: ListReads + ?Sized>(
+        &self,
+        reads: &mut R,
+        req: &ListRequest,
+    ) -> Result<ListPage> {
         let d = self.dialect;
         let token = req
             .continue_token
             .as_deref()
             .map(ContinueToken::decode)
             .transpose()?;
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        match d {
-            Dialect::Postgres => {
-                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            }
-            Dialect::MySql | Dialect::Sqlite => {}
-        }
-        let current = meta(&mut *tx, d, "revision").await?;
-        let current = Revision(current as u64);
+        let current = Revision(reads.counter("revision").await? as u64);
         let (revision, pinned, after) = match (&token, req.at) {
             (Some(t), _) => (t.revision, true, Some(t.after.clone())),
             (None, ReadAt::Exact(r)) => (r, true, None),
@@ -98,7 +129,7 @@ impl Db {
                     current,
                 });
             }
-            let compacted = meta(&mut *tx, d, "compacted").await?;
+            let compacted = reads.counter("compacted").await?;
             if (revision.0 as i64) < compacted {
                 return Err(StoreError::Gone {
                     requested: revision,
@@ -120,49 +151,33 @@ impl Db {
             "SELECT {} FROM kfp_objects o WHERE {clause} ORDER BY o.namespace, o.name{limit_sql}",
             select_columns()
         ));
-        let mut q = sqlx::query(sql);
-        for b in &binds {
-            q = q.bind(b);
-        }
-        let rows = q.fetch_all(&mut *tx).await.map_err(db_err)?;
-        let mut items: Vec<Object> = rows
-            .iter()
-            .map(|r| row_to_object(&req.resource, r))
-            .collect::<Result<_>>()?;
+        let mut items = reads.objects(&req.resource, &sql.0, &binds).await?;
         // Objects changed (or deleted) since `revision`: their state then is the `prev_value` of
         // their first change after it.
         let mut older: Vec<Object> = Vec::new();
         if historical {
-            let mut sql = String::from(
-                "SELECT c.namespace, c.name, c.prev_value FROM kfp_changes c WHERE c.resource = ? AND c.revision > ? \
+            let mut sql = format!(
+                "SELECT c.namespace, c.name, c.prev_value FROM kfp_changes c WHERE c.resource = ? AND c.revision > {rev} \
                  AND c.prev_value IS NOT NULL AND c.revision = (SELECT MIN(c2.revision) FROM kfp_changes c2 \
-                 WHERE c2.resource = c.resource AND c2.namespace = c.namespace AND c2.name = c.name AND c2.revision > ?)",
+                 WHERE c2.resource = c.resource AND c2.namespace = c.namespace AND c2.name = c.name AND c2.revision > {rev})",
+                rev = revision.0
             );
             let mut binds = vec![req.resource.clone()];
             if let Some(ns) = &req.namespace {
                 sql.push_str(" AND c.namespace = ?");
                 binds.push(ns.clone());
             }
-            let sql = d.sql(&sql);
-            let mut q = sqlx::query(sql)
-                .bind(&binds[0])
-                .bind(revision.0 as i64)
-                .bind(revision.0 as i64);
-            for b in &binds[1..] {
-                q = q.bind(b);
-            }
-            for r in q.fetch_all(&mut *tx).await.map_err(db_err)? {
+            for (namespace, name, text) in reads.changes(&d.sql(&sql).0, &binds).await? {
                 let key = Key {
                     resource: req.resource.clone(),
-                    namespace: r.try_get(0).map_err(db_err)?,
-                    name: r.try_get(1).map_err(db_err)?,
+                    namespace,
+                    name,
                 };
                 if let Some((ns, name)) = &after
                     && (&key.namespace, &key.name) <= (ns, name)
                 {
                     continue;
                 }
-                let text: String = r.try_get(2).map_err(db_err)?;
                 let value: Value = serde_json::from_str(&text)
                     .map_err(|e| StoreError::Internal(format!("stored {key} is not JSON: {e}")))?;
                 if !self.matches_request(req, &key, &value) {
@@ -191,21 +206,11 @@ impl Db {
                 let sql = d.sql(&format!(
                     "SELECT COUNT(*) FROM kfp_objects o WHERE {clause}"
                 ));
-                let mut q = sqlx::query(sql);
-                for b in &binds {
-                    q = q.bind(b);
-                }
-                let n: i64 = q
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .try_get(0)
-                    .map_err(db_err)?;
+                let n = reads.count(&sql.0, &binds).await?;
                 Some(n as u64 + older.len() as u64)
             } else {
                 None
             };
-        tx.commit().await.map_err(db_err)?;
         if !older.is_empty() {
             items.extend(older);
             items.sort_by(|a, b| {
@@ -250,6 +255,105 @@ impl Db {
                     Field::Indexed(c) => idx.columns.get(c).to_owned(),
                 })
             })
+    }
+}
+
+/// The reads of one list inside one read transaction: through sqlx on every dialect
+/// ([`SqlxReads`]) or, on SQLite, through a rusqlite connection on a blocking thread
+/// ([`super::point`]). SQL comes with the dialect's placeholders; every bind is a string.
+#[async_trait::async_trait]
+pub(super) trait ListReads: Send {
+    /// A `kfp_meta` counter.
+    async fn counter(&mut self, name: &str) -> Result<i64>;
+    /// Rows of [`select_columns`] as objects of `resource`.
+    async fn objects(&mut self, resource: &str, sql: &str, binds: &[String])
+    -> Result<Vec<Object>>;
+    /// Rows of (namespace, name, text).
+    async fn changes(
+        &mut self,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<(String, String, String)>>;
+    /// One integer.
+    async fn count(&mut self, sql: &str, binds: &[String]) -> Result<i64>;
+}
+
+/// [`ListReads`] in a sqlx transaction.
+struct SqlxReads<'t, 'c> {
+    tx: &'t mut sqlx::Transaction<'c, sqlx::Any>,
+    dialect: Dialect,
+}
+
+fn bound<'q>(
+    sql: &'q str,
+    binds: &'q [String],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for b in binds {
+        q = q.bind(b);
+    }
+    q
+}
+
+#[async_trait::async_trait]
+impl ListReads for SqlxReads<'_, '_> {
+    async fn counter(&mut self, name: &str) -> Result<i64> {
+        meta(&mut **self.tx, self.dialect, name).await
+    }
+
+    async fn objects(
+        &mut self,
+        resource: &str,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<Object>> {
+        let rows = bound(sql, binds)
+            .fetch_all(&mut **self.tx)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| row_to_object(resource, r)).collect()
+    }
+
+    async fn changes(
+        &mut self,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<(String, String, String)>> {
+        let rows = bound(sql, binds)
+            .fetch_all(&mut **self.tx)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db_err)?,
+                    r.try_get(1).map_err(db_err)?,
+                    r.try_get(2).map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn count(&mut self, sql: &str, binds: &[String]) -> Result<i64> {
+        bound(sql, binds)
+            .fetch_one(&mut **self.tx)
+            .await
+            .map_err(db_err)?
+            .try_get(0)
+            .map_err(db_err)
+    }
+}
+
+/// The output of a future that never waits (the rusqlite [`ListReads`] does its work when
+/// polled); `None` if it would wait.
+fn ready<T>(fut: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    match fut
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 
