@@ -312,6 +312,21 @@ async fn lists_filter_by_labels_fields_and_namespace_in_sql(h: &dyn Harness) {
             "lists are ordered by namespace, name"
         );
         assert_eq!(all.revision, s.current_revision().await.unwrap());
+        // A label equality drives the page from the label index: still in key order, across
+        // namespaces, with the other requirements applied.
+        for selector in ["team=t3", "team in (t3),team", "n!=3,team=t3"] {
+            let page = s.list(&list(selector, "", None)).await.unwrap();
+            let keys: Vec<(String, String)> = page
+                .items
+                .iter()
+                .map(|o| (o.key.namespace.clone(), o.key.name.clone()))
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted, "{}: {selector} in key order", b.name);
+            let expected = if selector.starts_with("n!=3") { 5 } else { 6 };
+            assert_eq!(keys.len(), expected, "{}: {selector}", b.name);
+        }
     }
 }
 

@@ -139,7 +139,7 @@ impl Db {
         }
         let historical = pinned && revision < current;
         // Objects unchanged since `revision` (all of them, for a current read).
-        let (mut clause, binds) = where_clause(req, after.as_ref());
+        let (from, mut clause, order, binds) = page_query(req, after.as_ref());
         if historical {
             clause.push_str(&format!(" AND o.revision <= {}", revision.0));
         }
@@ -148,7 +148,7 @@ impl Db {
             .map(|l| format!(" LIMIT {}", l + 1))
             .unwrap_or_default();
         let sql = d.sql(&format!(
-            "SELECT {} FROM kfp_objects o WHERE {clause} ORDER BY o.namespace, o.name{limit_sql}",
+            "SELECT {} FROM {from} WHERE {clause} ORDER BY {order}.namespace, {order}.name{limit_sql}",
             select_columns()
         ));
         let mut items = reads.objects(&req.resource, &sql.0, &binds).await?;
@@ -199,7 +199,7 @@ impl Db {
         let remaining_without_page =
             if req.labels.is_empty() && req.fields.is_empty() && req.limit.is_some() {
                 // Count what follows `after` (page items included; the page is subtracted below).
-                let (mut clause, binds) = where_clause(req, after.as_ref());
+                let (mut clause, binds) = where_clause(req, after.as_ref(), "o");
                 if historical {
                     clause.push_str(&format!(" AND o.revision <= {}", revision.0));
                 }
@@ -376,16 +376,59 @@ pub(super) fn row_to_object(resource: &str, r: &AnyRow) -> Result<Object> {
     })
 }
 
-/// Builds the WHERE clause of a list over `kfp_objects o` and its bind values.
-fn where_clause(req: &ListRequest, after: Option<&(String, String)>) -> (String, Vec<String>) {
+/// The FROM, the WHERE, the table whose key columns give the page's order, and the binds of a
+/// list page.
+///
+/// With a label equality among the requirements, the page walks that label's index in key
+/// order (`kfp_labels l`, which holds the object's key after the label) and joins each match to
+/// its object: it reads only the objects that have the label, where walking the objects probed
+/// the labels of every one it passed (a label held by 10% of the objects: ten probes per item).
+/// The remaining requirements still apply to each joined object. SQLite takes the join order as
+/// written (`CROSS JOIN`); PostgreSQL and MySQL choose their own.
+fn page_query(
+    req: &ListRequest,
+    after: Option<&(String, String)>,
+) -> (&'static str, String, &'static str, Vec<String>) {
+    let driving = req.labels.0.iter().enumerate().find_map(|(i, r)| match r {
+        Requirement::Equals(k, v) => Some((i, k.clone(), v.clone())),
+        Requirement::In(k, vs) if vs.len() == 1 => Some((i, k.clone(), vs[0].clone())),
+        _ => None,
+    });
+    let Some((at, key, value)) = driving else {
+        let (clause, binds) = where_clause(req, after, "o");
+        return ("kfp_objects o", clause, "o", binds);
+    };
+    let mut rest = req.clone();
+    rest.labels.0.remove(at);
+    let (clause, rest_binds) = where_clause(&rest, after, "l");
+    let mut binds = vec![req.resource.clone(), key, value];
+    binds.extend(rest_binds);
+    let clause = format!(
+        "l.resource = ? AND l.label_key = ? AND l.label_value = ? AND o.resource = l.resource \
+         AND o.namespace = l.namespace AND o.name = l.name AND {clause}"
+    );
+    ("kfp_labels l CROSS JOIN kfp_objects o", clause, "l", binds)
+}
+
+/// Builds the WHERE clause of a list over `kfp_objects o` and its bind values; the namespace
+/// and the position after the last page compare the key columns of `key_table` (`o`, or `l`
+/// when the page walks `kfp_labels l` joined to `o` on the key).
+fn where_clause(
+    req: &ListRequest,
+    after: Option<&(String, String)>,
+    key_table: &str,
+) -> (String, Vec<String>) {
+    let t = key_table;
     let mut sql = String::from("o.resource = ?");
     let mut binds = vec![req.resource.clone()];
     if let Some(ns) = &req.namespace {
-        sql.push_str(" AND o.namespace = ?");
+        sql.push_str(&format!(" AND {t}.namespace = ?"));
         binds.push(ns.clone());
     }
     if let Some((ns, name)) = after {
-        sql.push_str(" AND (o.namespace > ? OR (o.namespace = ? AND o.name > ?))");
+        sql.push_str(&format!(
+            " AND ({t}.namespace > ? OR ({t}.namespace = ? AND {t}.name > ?))"
+        ));
         binds.extend([ns.clone(), ns.clone(), name.clone()]);
     }
     let label = |sql: &mut String,
