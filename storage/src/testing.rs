@@ -359,10 +359,36 @@ async fn pages_carry_one_revision_and_remaining_count(h: &dyn Harness) {
                 Some(t) => req.continue_token = Some(t),
                 None => break,
             }
+            if revs.len() == 1 {
+                // Writes after the first page change neither the pages nor their counts: the
+                // list is a snapshot at its first page's revision.
+                for name in ["o05x", "o30"] {
+                    s.create(&key("ns", name), obj("ns", name, json!({}), 99))
+                        .await
+                        .unwrap();
+                }
+                s.delete(&key("ns", "o20"), &Preconditions::default())
+                    .await
+                    .unwrap();
+            }
         }
         assert_eq!(seen.len(), 23, "{}", b.name);
+        assert!(!seen.iter().any(|n| n == "ns/o30" || n == "ns/o05x"));
+        assert!(
+            seen.iter().any(|n| n == "ns/o20"),
+            "deleted after the first page"
+        );
         assert!(revs.iter().all(|r| *r == revs[0]));
         assert_eq!(remaining, vec![Some(16), Some(9), Some(2), None]);
+        // A new list sees the writes, counted afresh.
+        let fresh = s
+            .list(&ListRequest {
+                continue_token: None,
+                ..req.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(fresh.remaining, Some(24 - 7), "{}", b.name);
         let bad = ListRequest {
             continue_token: Some("garbage".into()),
             ..req.clone()

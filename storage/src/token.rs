@@ -1,6 +1,9 @@
 //! Continue tokens, in kube-apiserver's format: base64url of
 //! `{"v":"meta.k8s.io/v1","rv":N,"start":"<namespace>/<name>\u0000"}` — the revision the list is
-//! pinned to and the first key of the next page. Opaque to clients.
+//! pinned to and the first key of the next page. Opaque to clients. One addition of ours:
+//! `"remaining":N`, the number of items after that key at that revision (unfiltered lists), so
+//! that each following page's `remainingItemCount` is arithmetic instead of a count of the rest
+//! (a full list of N objects would otherwise count N²/(2·limit) rows).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
@@ -13,6 +16,8 @@ struct Wire {
     v: String,
     rv: i64,
     start: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remaining: Option<u64>,
 }
 
 /// A decoded continue token.
@@ -22,6 +27,9 @@ pub struct ContinueToken {
     pub revision: Revision,
     /// The last key returned: the next page starts after it.
     pub after: (String, String),
+    /// How many items follow `after` at `revision`, where the list that made the token knew
+    /// (no label or field selector). Only ever reported back as `remainingItemCount`.
+    pub remaining: Option<u64>,
 }
 
 impl ContinueToken {
@@ -31,6 +39,7 @@ impl ContinueToken {
             v: "meta.k8s.io/v1".into(),
             rv: self.revision.0 as i64,
             start: format!("{}/{}\u{0}", self.after.0, self.after.1),
+            remaining: self.remaining,
         };
         URL_SAFE.encode(serde_json::to_vec(&wire).unwrap_or_default())
     }
@@ -59,6 +68,7 @@ impl ContinueToken {
         Ok(ContinueToken {
             revision: Revision(wire.rv as u64),
             after: (ns.to_owned(), name.to_owned()),
+            remaining: wire.remaining,
         })
     }
 }
@@ -72,6 +82,7 @@ mod tests {
         let t = ContinueToken {
             revision: Revision(17),
             after: ("team-a".into(), "hello".into()),
+            remaining: None,
         };
         let s = t.encode();
         let raw = URL_SAFE.decode(&s).unwrap();
@@ -80,6 +91,19 @@ mod tests {
             r#"{"v":"meta.k8s.io/v1","rv":17,"start":"team-a/hello\u0000"}"#
         );
         assert_eq!(ContinueToken::decode(&s).unwrap(), t);
+        let counted = ContinueToken {
+            remaining: Some(1200),
+            ..t.clone()
+        };
+        let raw = URL_SAFE.decode(counted.encode()).unwrap();
+        assert_eq!(
+            String::from_utf8(raw).unwrap(),
+            r#"{"v":"meta.k8s.io/v1","rv":17,"start":"team-a/hello\u0000","remaining":1200}"#
+        );
+        assert_eq!(ContinueToken::decode(&counted.encode()).unwrap(), counted);
+        let negative = URL_SAFE
+            .encode(br#"{"v":"meta.k8s.io/v1","rv":17,"start":"a/b\u0000","remaining":-1}"#);
+        assert!(ContinueToken::decode(&negative).is_err());
         assert!(ContinueToken::decode("!!").is_err());
         assert!(ContinueToken::decode(&URL_SAFE.encode(b"{}")).is_err());
     }

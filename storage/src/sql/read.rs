@@ -196,21 +196,29 @@ impl Db {
                 });
             }
         }
-        let remaining_without_page =
-            if req.labels.is_empty() && req.fields.is_empty() && req.limit.is_some() {
-                // Count what follows `after` (page items included; the page is subtracted below).
-                let (mut clause, binds) = where_clause(req, after.as_ref(), "o");
-                if historical {
-                    clause.push_str(&format!(" AND o.revision <= {}", revision.0));
-                }
-                let sql = d.sql(&format!(
-                    "SELECT COUNT(*) FROM kfp_objects o WHERE {clause}"
-                ));
-                let n = reads.count(&sql.0, &binds).await?;
-                Some(n as u64 + older.len() as u64)
-            } else {
-                None
-            };
+        let unfiltered = req.labels.is_empty() && req.fields.is_empty();
+        let carried = token
+            .as_ref()
+            .and_then(|t| t.remaining)
+            .filter(|_| unfiltered);
+        let remaining_without_page = if let Some(n) = carried {
+            // Counted by the first page at this same revision: what follows `after` then is
+            // what follows it now in this snapshot.
+            Some(n)
+        } else if unfiltered && req.limit.is_some() {
+            // Count what follows `after` (page items included; the page is subtracted below).
+            let (mut clause, binds) = where_clause(req, after.as_ref(), "o");
+            if historical {
+                clause.push_str(&format!(" AND o.revision <= {}", revision.0));
+            }
+            let sql = d.sql(&format!(
+                "SELECT COUNT(*) FROM kfp_objects o WHERE {clause}"
+            ));
+            let n = reads.count(&sql.0, &binds).await?;
+            Some(n as u64 + older.len() as u64)
+        } else {
+            None
+        };
         if !older.is_empty() {
             items.extend(older);
             items.sort_by(|a, b| {
@@ -226,8 +234,15 @@ impl Db {
             let last = items
                 .last()
                 .map(|o| (o.key.namespace.clone(), o.key.name.clone()));
-            continue_token = last.map(|after| ContinueToken { revision, after }.encode());
             remaining = remaining_without_page.map(|n| n.saturating_sub(limit as u64));
+            continue_token = last.map(|after| {
+                ContinueToken {
+                    revision,
+                    after,
+                    remaining,
+                }
+                .encode()
+            });
         }
         Ok(ListPage {
             revision,
