@@ -327,6 +327,30 @@ async fn lists_filter_by_labels_fields_and_namespace_in_sql(h: &dyn Harness) {
             let expected = if selector.starts_with("n!=3") { 5 } else { 6 };
             assert_eq!(keys.len(), expected, "{}: {selector}", b.name);
         }
+        // Pages of 4 across namespaces and within one, with and without a label, follow
+        // `continue` to the same items as one unpaged list.
+        for (selector, ns) in [
+            ("", None),
+            ("", Some("odd")),
+            ("team=t3", None),
+            ("team=t1", Some("even")),
+        ] {
+            let whole = names(&s.list(&list(selector, "", ns)).await.unwrap().items);
+            let mut req = ListRequest {
+                limit: Some(4),
+                ..list(selector, "", ns)
+            };
+            let mut paged = Vec::new();
+            for _ in 0..20 {
+                let page = s.list(&req).await.unwrap();
+                paged.extend(names(&page.items));
+                match page.continue_token {
+                    Some(t) => req.continue_token = Some(t),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, whole, "{}: {selector} in {ns:?}", b.name);
+        }
     }
 }
 

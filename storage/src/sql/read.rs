@@ -139,7 +139,7 @@ impl Db {
         }
         let historical = pinned && revision < current;
         // Objects unchanged since `revision` (all of them, for a current read).
-        let (from, mut clause, order, binds) = page_query(req, after.as_ref());
+        let (from, mut clause, order, binds) = page_query(d, req, after.as_ref());
         if historical {
             clause.push_str(&format!(" AND o.revision <= {}", revision.0));
         }
@@ -207,7 +207,7 @@ impl Db {
             Some(n)
         } else if unfiltered && req.limit.is_some() {
             // Count what follows `after` (page items included; the page is subtracted below).
-            let (mut clause, binds) = where_clause(req, after.as_ref(), "o");
+            let (mut clause, binds) = where_clause(d, req, after.as_ref(), "o");
             if historical {
                 clause.push_str(&format!(" AND o.revision <= {}", revision.0));
             }
@@ -401,6 +401,7 @@ pub(super) fn row_to_object(resource: &str, r: &AnyRow) -> Result<Object> {
 /// The remaining requirements still apply to each joined object. SQLite takes the join order as
 /// written (`CROSS JOIN`); PostgreSQL and MySQL choose their own.
 fn page_query(
+    dialect: Dialect,
     req: &ListRequest,
     after: Option<&(String, String)>,
 ) -> (&'static str, String, &'static str, Vec<String>) {
@@ -410,12 +411,12 @@ fn page_query(
         _ => None,
     });
     let Some((at, key, value)) = driving else {
-        let (clause, binds) = where_clause(req, after, "o");
+        let (clause, binds) = where_clause(dialect, req, after, "o");
         return ("kfp_objects o", clause, "o", binds);
     };
     let mut rest = req.clone();
     rest.labels.0.remove(at);
-    let (clause, rest_binds) = where_clause(&rest, after, "l");
+    let (clause, rest_binds) = where_clause(dialect, &rest, after, "l");
     let mut binds = vec![req.resource.clone(), key, value];
     binds.extend(rest_binds);
     let clause = format!(
@@ -429,6 +430,7 @@ fn page_query(
 /// and the position after the last page compare the key columns of `key_table` (`o`, or `l`
 /// when the page walks `kfp_labels l` joined to `o` on the key).
 fn where_clause(
+    dialect: Dialect,
     req: &ListRequest,
     after: Option<&(String, String)>,
     key_table: &str,
@@ -440,11 +442,32 @@ fn where_clause(
         sql.push_str(&format!(" AND {t}.namespace = ?"));
         binds.push(ns.clone());
     }
-    if let Some((ns, name)) = after {
-        sql.push_str(&format!(
-            " AND ({t}.namespace > ? OR ({t}.namespace = ? AND {t}.name > ?))"
-        ));
-        binds.extend([ns.clone(), ns.clone(), name.clone()]);
+    // The position after the last page, written so that the database seeks to it in the key
+    // index: `OR` of the two key columns made SQLite walk the range from its start on every
+    // page (a full list of 100k objects: 15 CPU-ms a page, growing with the position).
+    match (after, &req.namespace) {
+        (None, _) => {}
+        (Some((after_ns, name)), Some(ns)) => match after_ns.cmp(ns) {
+            std::cmp::Ordering::Equal => {
+                sql.push_str(&format!(" AND {t}.name > ?"));
+                binds.push(name.clone());
+            }
+            // A token from a list of another namespace: nothing of this one is after it, or
+            // all of it is.
+            std::cmp::Ordering::Greater => sql.push_str(" AND 1 = 0"),
+            std::cmp::Ordering::Less => {}
+        },
+        // Row values seek on SQLite and PostgreSQL; MySQL/MariaDB get the namespace bound.
+        (Some((ns, name)), None) if dialect != Dialect::MySql => {
+            sql.push_str(&format!(" AND ({t}.namespace, {t}.name) > (?, ?)"));
+            binds.extend([ns.clone(), name.clone()]);
+        }
+        (Some((ns, name)), None) => {
+            sql.push_str(&format!(
+                " AND {t}.namespace >= ? AND ({t}.namespace > ? OR {t}.name > ?)"
+            ));
+            binds.extend([ns.clone(), ns.clone(), name.clone()]);
+        }
     }
     let label = |sql: &mut String,
                  binds: &mut Vec<String>,
