@@ -205,6 +205,24 @@ impl Db {
             // Counted by the first page at this same revision: what follows `after` then is
             // what follows it now in this snapshot.
             Some(n)
+        } else if unfiltered && req.limit.is_some() && after.is_none() && !historical {
+            // The first page of a current list: everything follows it; `kfp_counts` has it.
+            let mut sql = String::from(match d {
+                Dialect::Postgres => {
+                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM kfp_counts WHERE resource = ?"
+                }
+                Dialect::MySql => {
+                    "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM kfp_counts WHERE resource = ?"
+                }
+                Dialect::Sqlite => "SELECT COALESCE(SUM(n), 0) FROM kfp_counts WHERE resource = ?",
+            });
+            let mut binds = vec![req.resource.clone()];
+            if let Some(ns) = &req.namespace {
+                sql.push_str(" AND namespace = ?");
+                binds.push(ns.clone());
+            }
+            let n = reads.count(&d.sql(&sql).0, &binds).await?;
+            Some(n.max(0) as u64)
         } else if unfiltered && req.limit.is_some() {
             // Count what follows `after` (page items included; the page is subtracted below).
             let (mut clause, binds) = where_clause(d, req, after.as_ref(), "o");

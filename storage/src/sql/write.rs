@@ -204,11 +204,15 @@ impl SqlStore {
                     return Err(db_err(e));
                 }
                 let modified = kind == EventKind::Modified;
+                if !modified {
+                    count(tx, d, key, 1).await?;
+                }
                 replace_pairs(tx, d, LABELS, key, &idx.labels, modified).await?;
                 replace_pairs(tx, d, TERMS, key, &idx.columns.terms, modified).await?;
             }
             EventKind::Deleted => {
                 delete_key(tx, d, "kfp_objects", key).await?;
+                count(tx, d, key, -1).await?;
                 delete_key(tx, d, LABELS.0, key).await?;
                 delete_key(tx, d, TERMS.0, key).await?;
             }
@@ -345,6 +349,34 @@ async fn allocate(tx: &mut sqlx::Transaction<'_, sqlx::Any>, d: Dialect) -> Resu
         .try_get(0)
         .map_err(db_err),
     }
+}
+
+/// Adds `by` (1 or -1) to the object count of `key`'s resource and namespace (`kfp_counts`).
+async fn count(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    d: Dialect,
+    key: &Key,
+    by: i64,
+) -> Result<()> {
+    let sql = match d {
+        Dialect::MySql => {
+            "INSERT INTO kfp_counts (resource, namespace, n) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE n = n + ?"
+        }
+        Dialect::Sqlite | Dialect::Postgres => {
+            "INSERT INTO kfp_counts (resource, namespace, n) VALUES (?, ?, ?) \
+             ON CONFLICT (resource, namespace) DO UPDATE SET n = kfp_counts.n + ?"
+        }
+    };
+    sqlx::query(d.sql(sql))
+        .bind(&key.resource)
+        .bind(&key.namespace)
+        .bind(by)
+        .bind(by)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// Deletes the rows of `key` from a table keyed by (resource, namespace, name).
