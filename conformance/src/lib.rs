@@ -121,6 +121,9 @@ impl DevServer {
             .args(["serve", "--dev", "--listen", &addr, "--data-dir"])
             .arg(&dir)
             .args(flags)
+            // Every request's line (debug since the server logs requests as kube-apiserver's
+            // -v=3): tests read watch starts from it, and a failing test's log shows them all.
+            .env("KFP_APISERVER_LOG", "info,kfp_apiserver::layers=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
