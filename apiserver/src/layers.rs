@@ -215,13 +215,6 @@ pub fn request_log(app: Arc<App>) -> Middleware<impl Handler> {
             // server errors and slow requests (not watches, which are long by design) also at
             // warn and info, so a default log shows what needs attention without costing a
             // formatted write per request.
-            let level = if code >= 500 {
-                tracing::Level::WARN
-            } else if secs >= SLOW_REQUEST_SECS && tags.verb != "watch" {
-                tracing::Level::INFO
-            } else {
-                tracing::Level::DEBUG
-            };
             macro_rules! log_request {
                 ($level:expr) => {
                     tracing::event!(
@@ -237,10 +230,12 @@ pub fn request_log(app: Arc<App>) -> Middleware<impl Handler> {
                     )
                 };
             }
-            match level {
-                tracing::Level::WARN => log_request!(tracing::Level::WARN),
-                tracing::Level::INFO => log_request!(tracing::Level::INFO),
-                _ => log_request!(tracing::Level::DEBUG),
+            if code >= 500 {
+                log_request!(tracing::Level::WARN)
+            } else if secs >= SLOW_REQUEST_SECS && tags.verb != "watch" {
+                log_request!(tracing::Level::INFO)
+            } else {
+                log_request!(tracing::Level::DEBUG)
             }
             resp
         });

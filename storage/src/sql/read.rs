@@ -3,6 +3,8 @@
 //! current rows unchanged since then plus the `prev_value` of the first change after it. Label
 //! and field selectors run in SQL; pages follow (namespace, name) bytewise.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
 use sqlx::Row;
@@ -57,19 +59,17 @@ impl Db {
 
     /// The SQLite point reader, while the store is open (a closed store answers Unavailable
     /// through sqlx's closed pool).
-    fn point(&self) -> Option<&super::point::PointReader> {
-        self.point.as_deref().filter(|_| !self.pool.is_closed())
+    fn point(&self) -> Option<&Arc<super::point::PointReader>> {
+        self.point.as_ref().filter(|_| !self.pool.is_closed())
     }
 
     pub(super) async fn list(&self, req: &ListRequest) -> Result<ListPage> {
         // SQLite: the whole page in one read transaction of a rusqlite connection on a blocking
         // thread (one thread hop per page instead of one per row through sqlx's worker).
-        if let (Some(reader), false) = (self.point.clone(), self.pool.is_closed())
+        if let Some(reader) = self.point()
             && let Some(_slot) = reader.list_slot().await
         {
-            let db = self.clone();
-            let req = req.clone();
-            let reader = reader.clone();
+            let (db, req, reader) = (self.clone(), req.clone(), reader.clone());
             let done = tokio::task::spawn_blocking(move || {
                 reader.with_read_transaction(|reads| ready(db.list_in(reads, &req)))
             })
