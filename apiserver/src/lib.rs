@@ -21,7 +21,7 @@
 //! - [`error`]: the single conversion to `Status`.
 //! - [`metrics`], [`store_metrics`], [`body`]: Prometheus metrics (requests, watches, store
 //!   latency); the response body type.
-//! - [`validate`]: the `validate` subcommand.
+//! - [`validate`]: the `validate` subcommand; [`manifest`]: the `manifest` subcommand.
 
 pub mod app;
 pub mod auth;
@@ -35,6 +35,7 @@ pub mod front_proxy;
 pub mod kfp;
 pub mod kube;
 pub mod layers;
+pub mod manifest;
 pub mod metrics;
 pub mod options;
 pub mod registry;

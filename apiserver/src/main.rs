@@ -13,6 +13,11 @@ fn main() {
     let opts = Options::parse();
     let code = match opts.command {
         Command::Validate(v) => kfp_apiserver::validate::run(&v, &mut std::io::stdout().lock()),
+        Command::Manifest(m) => kfp_apiserver::manifest::run(
+            &m,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Serve(s) => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("KFP_APISERVER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

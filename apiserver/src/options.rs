@@ -23,6 +23,10 @@ pub enum Command {
     /// without a server. Prints `FILE: ok` or every problem with its document and field path;
     /// exits 0 only if every file is valid.
     Validate(ValidateOptions),
+    /// Turn a compiled pipeline (KFP IR, with its platform spec document when it has one) into
+    /// a Pipeline and a PipelineVersion manifest that apply with kubectl unchanged: multi-document
+    /// YAML on stdout, or with `--split DIR` one file per object.
+    Manifest(ManifestOptions),
 }
 
 /// `serve` options.
@@ -249,4 +253,27 @@ pub struct ValidateOptions {
     /// Files to check.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// `manifest` options.
+#[derive(Debug, clap::Args)]
+pub struct ManifestOptions {
+    /// The Pipeline's name (default: the pipeline's `pipelineInfo.name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The namespace of both objects (default: none, so kubectl uses its context's).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The version's name (default: the Pipeline's name). The object is named
+    /// `<pipeline>-<version>` as the KFP REST API names it, or just the Pipeline's name when
+    /// the two are equal; `spec.versionName` holds the version's name.
+    #[arg(long)]
+    pub version_name: Option<String>,
+    /// Write one file per object into this directory (`<name>.pipeline.yaml`,
+    /// `<name>.pipelineversion.yaml`), for a kustomize directory; a `kustomization.yaml` listing
+    /// them is written when the directory has none.
+    #[arg(long)]
+    pub split: Option<PathBuf>,
+    /// The compiled pipeline (YAML or JSON).
+    pub file: PathBuf,
 }

@@ -76,7 +76,8 @@ pub fn run(opts: &ValidateOptions, out: &mut dyn Write) -> i32 {
     if all_ok { 0 } else { 1 }
 }
 
-fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+/// Reads a file of at most 32 MiB (checked before reading).
+pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
     let meta = std::fs::metadata(path)?;
     if meta.len() > kfp_apiservice::yaml::MAX_FILE_BYTES as u64 {
         return Err(std::io::Error::other(format!(

@@ -11,7 +11,8 @@
 //! - [`strategy`]: per-resource defaulting, validation and preparation for create and update.
 //! - [`decode`]: strict/warn/ignore decoding of request bodies into the types.
 //! - [`convert`]: the Kubernetes objects <-> KFP v2beta1 REST JSON shapes.
-//! - [`manifest`]: validating files of Kubernetes manifests (the `validate` command).
+//! - [`manifest`]: validating files of Kubernetes manifests (the `validate` command), and making
+//!   them from compiled pipelines (the `manifest` command); [`emit`]: YAML any reader reads back.
 //! - [`openapi_pb`]: the OpenAPI v2 document as gnostic's protobuf message, for client-go.
 //! - [`openapi`] and [`discovery`]: the documents clients use to learn the API, generated from
 //!   the types.
@@ -19,6 +20,7 @@
 pub mod convert;
 pub mod decode;
 pub mod discovery;
+pub mod emit;
 pub mod field;
 pub mod fieldpath;
 pub mod ir;

@@ -186,3 +186,85 @@ pub fn validate_documents(docs: &[Document]) -> Report {
     report.objects = all.into_iter().map(|(_, o)| o).collect();
     report
 }
+
+/// How [`from_pipeline`] names the objects it makes.
+#[derive(Clone, Debug, Default)]
+pub struct Naming {
+    /// The Pipeline's `metadata.name` (default: the IR's `pipelineInfo.name`).
+    pub name: Option<String>,
+    /// `metadata.namespace` of both (default: none, so kubectl uses its context's, as the SDK's
+    /// manifests do).
+    pub namespace: Option<String>,
+    /// The version's name (default: the pipeline's name). The object is named as the REST API
+    /// names it (`<pipeline>-<version>`, or the pipeline's name when they are equal) and
+    /// carries the name itself in `spec.versionName`, so the REST view shows it.
+    pub version_name: Option<String>,
+}
+
+/// Makes a `Pipeline` and a `PipelineVersion` from a compiled pipeline (`ir::parse_pipeline_file`'s
+/// result), validated with the server's rules: the objects, or every problem found.
+pub fn from_pipeline(
+    parsed: &crate::ir::ParsedPipeline,
+    naming: &Naming,
+) -> Result<Vec<serde_json::Value>, Vec<SpecError>> {
+    use crate::types::{PipelineSpec, PipelineVersionSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let name = naming.name.clone().unwrap_or_else(|| parsed.name.clone());
+    let version_name = naming.version_name.clone().unwrap_or_else(|| name.clone());
+    let meta = |name: String| ObjectMeta {
+        name: Some(name),
+        namespace: naming.namespace.clone(),
+        ..Default::default()
+    };
+    let pipeline = Pipeline {
+        api_version: API_VERSION.to_owned(),
+        kind: Pipeline::KIND.to_owned(),
+        metadata: meta(name.clone()),
+        spec: PipelineSpec {
+            display_name: Some(parsed.display_name.clone().unwrap_or_else(|| name.clone())),
+            description: parsed.description.clone(),
+            tags: None,
+        },
+    };
+    let version = PipelineVersion {
+        api_version: API_VERSION.to_owned(),
+        kind: PipelineVersion::KIND.to_owned(),
+        metadata: meta(crate::convert::version_object_name(&name, &version_name)),
+        spec: PipelineVersionSpec {
+            pipeline_name: Some(name.clone()),
+            version_name: Some(version_name.clone()),
+            display_name: Some(version_name),
+            description: parsed.description.clone(),
+            pipeline_spec: Some(parsed.pipeline_spec.clone()),
+            platform_spec: parsed.platform_spec.clone(),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let values = [
+        serde_json::to_value(&pipeline),
+        serde_json::to_value(&version),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| {
+        vec![SpecError {
+            document: None,
+            error: FieldError::invalid(FieldPath::root(), format!("encoding failed: {e}")),
+        }]
+    })?;
+    let docs: Vec<Document> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Document {
+            index: i + 1,
+            value: v.clone(),
+        })
+        .collect();
+    let report = validate_documents(&docs);
+    if report.errors.is_empty() {
+        Ok(values)
+    } else {
+        Err(report.errors)
+    }
+}
