@@ -21,7 +21,8 @@
 //! - [`error`]: the single conversion to `Status`.
 //! - [`metrics`], [`store_metrics`], [`body`]: Prometheus metrics (requests, watches, store
 //!   latency); the response body type.
-//! - [`validate`]: the `validate` subcommand; [`manifest`]: the `manifest` subcommand.
+//! - [`validate`]: the `validate` subcommand; [`manifest`]: the `manifest` subcommand;
+//!   [`migrate`]: the `migrate` subcommand's logic (sources, plan, writes with ids kept).
 
 pub mod app;
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod kube;
 pub mod layers;
 pub mod manifest;
 pub mod metrics;
+pub mod migrate;
 pub mod options;
 pub mod registry;
 pub mod request_info;

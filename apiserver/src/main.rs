@@ -18,6 +18,16 @@ fn main() {
             &mut std::io::stdout().lock(),
             &mut std::io::stderr().lock(),
         ),
+        Command::Migrate(m) => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(kfp_apiserver::migrate::run(&m, &mut std::io::stdout())),
+            Err(e) => {
+                eprintln!("kfp-apiserver: cannot start the runtime: {e}");
+                2
+            }
+        },
         Command::Serve(s) => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("KFP_APISERVER_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -27,6 +27,9 @@ pub enum Command {
     /// a Pipeline and a PipelineVersion manifest that apply with kubectl unchanged: multi-document
     /// YAML on stdout, or with `--split DIR` one file per object.
     Manifest(ManifestOptions),
+    /// Copy pipelines and versions from KFP's database into a store, keeping their ids
+    /// (`metadata.uid` = the KFP UUID) and creation times. Idempotent and resumable.
+    Migrate(MigrateOptions),
 }
 
 /// `serve` options.
@@ -276,4 +279,42 @@ pub struct ManifestOptions {
     pub split: Option<PathBuf>,
     /// The compiled pipeline (YAML or JSON).
     pub file: PathBuf,
+}
+
+/// `migrate` options.
+#[derive(Debug, clap::Args)]
+pub struct MigrateOptions {
+    /// The source: KFP's database, `mysql://USER:PASS@HOST/DB` (KFP 2.17's tables).
+    #[arg(long)]
+    pub from: String,
+    /// The target store URL (`sqlite://PATH`, `postgres://...`, `mysql://...`); not read or
+    /// written with `--dry-run`.
+    #[arg(long, required_unless_present = "dry_run")]
+    pub to: Option<String>,
+    /// Validate every row and print the report; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Move a namespace: `OLD=NEW` (repeatable; applied after `--default-namespace`).
+    #[arg(long = "namespace-map", value_parser = parse_namespace_map)]
+    pub namespace_map: Vec<(String, String)>,
+    /// Where KFP's shared pipelines (no namespace) go.
+    #[arg(long, default_value = "kubeflow")]
+    pub default_namespace: String,
+    /// Stop after this many writes (migrate in batches; run again to continue).
+    #[arg(long)]
+    pub max_writes: Option<usize>,
+}
+
+fn parse_namespace_map(s: &str) -> Result<(String, String), String> {
+    let (old, new) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected OLD=NEW"))?;
+    let errs = kfp_apiservice::names::dns1123_label(new);
+    if new.is_empty() || !errs.is_empty() {
+        return Err(format!(
+            "{new:?} is not a namespace name: {}",
+            errs.join("; ")
+        ));
+    }
+    Ok((old.to_owned(), new.to_owned()))
 }

@@ -3,9 +3,11 @@
 //! it only through real clients (kubectl, kube-rs). Nothing here links the server.
 //!
 //! The binary is `$KFP_APISERVER_BIN` or `target/debug/kfp-apiserver` (scripts/test builds it);
-//! kubectl is `$KUBECTL` or the one `../shared/tools/install-kubectl` installs.
+//! kubectl is `$KUBECTL` or the one `../shared/tools/install-kubectl` installs. [`kfp_db`] makes
+//! the KFP database the migration tests read.
 
 pub mod aggregator;
+pub mod kfp_db;
 pub mod load;
 pub mod pki;
 pub mod sim;

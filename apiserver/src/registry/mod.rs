@@ -30,6 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kfp_apiservice::decode::FieldValidation;
 use kfp_apiservice::resource::{Dependent, ParentState, Resource, create_context};
+use kfp_apiservice::strategy::CreateContext;
 use kfp_apiservice::{FieldError, FieldPath};
 use kfp_storage::{
     Key, LabelSelector, ListPage, ListRequest, Object, Preconditions, ReadAt, Revision, Store,
@@ -56,6 +57,7 @@ fn prepare_new(
     opts: &WriteOptions,
     state: ParentState<'_>,
     applied: Option<&Value>,
+    ctx: &CreateContext,
 ) -> Result<kfp_apiservice::resource::Prepared> {
     let scope = Scope::Main {
         ignore_status: res.status_subresource,
@@ -68,7 +70,7 @@ fn prepare_new(
     };
     let mut prepared = res
         .strategy
-        .prepare_create(body, ns, &create_context(), state, opts.field_validation)
+        .prepare_create(body, ns, ctx, state, opts.field_validation)
         .map_err(RegistryError::from_strategy)?;
     managed::store(&mut prepared.object, &managers);
     Ok(prepared)
@@ -400,7 +402,7 @@ impl Registry {
             Parent::Missing(_) => ParentState::Missing,
             Parent::NotNeeded => ParentState::Unknown,
         };
-        let mut prepared = prepare_new(res, ns, body, opts, state, applied)?;
+        let mut prepared = prepare_new(res, ns, body, opts, state, applied, &create_context())?;
         warnings.append(&mut prepared.warnings);
         if opts.dry_run {
             return Ok(Written {
@@ -425,6 +427,50 @@ impl Registry {
         })
     }
 
+    /// Creates an object that keeps the identity it had elsewhere (a migration): the uid and
+    /// creation time of `ctx`, every other rule as a create (decoding, defaults, validation,
+    /// owner reference and labels from the parent, managedFields for `opts.manager`). A
+    /// dependent's parent must exist and not be deleting. Returns what was stored.
+    pub async fn create_preserving(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        body: Value,
+        ctx: &CreateContext,
+        opts: &WriteOptions,
+    ) -> Result<Object> {
+        let parent = self.lookup_parent(res, ns, &body).await?;
+        let state = match &parent {
+            Parent::Found(p) if deleting(p) => {
+                return Err(RegistryError::Forbidden {
+                    resource: res.plural,
+                    name: String::new(),
+                    message: format!(
+                        "unable to create a new {} because its owner is being deleted",
+                        res.kind
+                    ),
+                });
+            }
+            Parent::Found(p) => ParentState::Found(p),
+            Parent::Missing(_) => ParentState::Missing,
+            Parent::NotNeeded => ParentState::Unknown,
+        };
+        let prepared = prepare_new(res, ns, body, opts, state, None, ctx)?;
+        if opts.dry_run {
+            return Ok(Object {
+                key: Key::new(res.plural, ns, &prepared.name),
+                uid: ctx.uid.clone(),
+                revision: Default::default(),
+                data: to_bytes(&prepared.object),
+            });
+        }
+        let key = Key::new(res.plural, ns, &prepared.name);
+        self.store
+            .create(&key, prepared.object)
+            .await
+            .map_err(|e| RegistryError::store(e, res.plural, &prepared.name))
+    }
+
     /// Creates an object and one dependent of it (a Pipeline and its first PipelineVersion) in
     /// one store transaction: both or neither, at consecutive revisions, parent first. The
     /// dependent is prepared against the parent as it will be stored (uid, owner reference,
@@ -446,7 +492,15 @@ impl Registry {
                 dependent.kind, res.kind
             )));
         }
-        let mut parent = prepare_new(res, ns, body, opts, ParentState::Unknown, None)?;
+        let mut parent = prepare_new(
+            res,
+            ns,
+            body,
+            opts,
+            ParentState::Unknown,
+            None,
+            &create_context(),
+        )?;
         let names = dependent.strategy.parent(&dependent_body);
         if names.as_deref() != Some(parent.name.as_str()) {
             return Err(RegistryError::BadRequest(format!(
@@ -461,6 +515,7 @@ impl Registry {
             opts,
             ParentState::Found(&parent.object),
             None,
+            &create_context(),
         )?;
         let warnings = |p: &mut kfp_apiservice::resource::Prepared| std::mem::take(&mut p.warnings);
         let (pw, cw) = (warnings(&mut parent), warnings(&mut child));
