@@ -27,8 +27,9 @@ pub enum Command {
     /// a Pipeline and a PipelineVersion manifest that apply with kubectl unchanged: multi-document
     /// YAML on stdout, or with `--split DIR` one file per object.
     Manifest(ManifestOptions),
-    /// Copy pipelines and versions from KFP's database into a store, keeping their ids
-    /// (`metadata.uid` = the KFP UUID) and creation times. Idempotent and resumable.
+    /// Copy pipelines and versions from KFP's database or KFP's custom resources into a store,
+    /// keeping their ids (`metadata.uid` = the KFP UUID) and creation times. Idempotent and
+    /// resumable.
     Migrate(MigrateOptions),
 }
 
@@ -284,7 +285,9 @@ pub struct ManifestOptions {
 /// `migrate` options.
 #[derive(Debug, clap::Args)]
 pub struct MigrateOptions {
-    /// The source: KFP's database, `mysql://USER:PASS@HOST/DB` (KFP 2.17's tables).
+    /// The source: KFP's database, `mysql://USER:PASS@HOST/DB` (KFP 2.17's tables), or KFP
+    /// 2.17's custom resources in a cluster, `kube://` (in-cluster configuration, else the
+    /// default kubeconfig) or `kube://?kubeconfig=PATH`.
     #[arg(long)]
     pub from: String,
     /// The target store URL (`sqlite://PATH`, `postgres://...`, `mysql://...`); not read or

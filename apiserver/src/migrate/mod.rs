@@ -2,7 +2,7 @@
 //! ours keeping their ids (`metadata.uid` = the KFP UUID) and creation times, so runs,
 //! experiments and dashboard links that name them keep working.
 //!
-//! A source ([`kfp_db`]: KFP's MySQL tables) yields
+//! A source ([`kfp_db`]: KFP's MySQL tables; [`kube`]: KFP 2.17's custom resources) yields
 //! [`Candidate`]s and the rows it cannot take ([`Skip`]). Every candidate is validated with the
 //! server's own rules before anything is written ([`plan`]), then written one object per store
 //! transaction through [`Registry::create_preserving`] ([`write`]): an object is there whole or
@@ -10,6 +10,7 @@
 //! nothing and an interrupted run continues where it stopped. Nothing here reads a request.
 
 pub mod kfp_db;
+pub mod kube;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -471,24 +472,35 @@ pub async fn run(opts: &crate::options::MigrateOptions, out: &mut dyn std::io::W
         default: opts.default_namespace.clone(),
         map: opts.namespace_map.iter().cloned().collect(),
     };
-    let rows = match () {
-        _ if opts.from.starts_with("mysql://") || opts.from.starts_with("mariadb://") => {
-            match kfp_db::read(&opts.from.replacen("mariadb:", "mysql:", 1), &namespaces).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = writeln!(out, "error: {e}");
-                    return exit::ERROR;
-                }
+    let from_kube = opts.from.starts_with("kube://");
+    let rows = if opts.from.starts_with("mysql://") || opts.from.starts_with("mariadb://") {
+        match kfp_db::read(&opts.from.replacen("mariadb:", "mysql:", 1), &namespaces).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(out, "error: {e}");
+                return exit::ERROR;
             }
         }
-        _ => {
-            let _ = writeln!(
-                out,
-                "error: unsupported source {:?}: use mysql://USER:PASS@HOST/DB (KFP's database)",
-                opts.from
-            );
-            return exit::ERROR;
+    } else if from_kube {
+        let read = async {
+            let path = kube::kubeconfig_of(&opts.from).map_err(anyhow::Error::msg)?;
+            let client = kube::client(path.as_deref()).await?;
+            kube::read(&client, &namespaces).await
+        };
+        match read.await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(out, "error: {e:#}");
+                return exit::ERROR;
+            }
         }
+    } else {
+        let _ = writeln!(
+            out,
+            "error: unsupported source {:?}: use mysql://USER:PASS@HOST/DB (KFP's database) or kube://[?kubeconfig=PATH] (KFP's custom resources)",
+            opts.from
+        );
+        return exit::ERROR;
     };
     let report = if opts.dry_run {
         plan(rows)
@@ -531,6 +543,9 @@ pub async fn run(opts: &crate::options::MigrateOptions, out: &mut dyn std::io::W
     };
     for line in lines {
         let _ = writeln!(out, "{line}");
+    }
+    if from_kube {
+        let _ = writeln!(out, "{}", kube::SWITCH_OVER);
     }
     if report.stopped_early {
         exit::STOPPED
