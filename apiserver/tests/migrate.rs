@@ -15,10 +15,18 @@ use std::sync::Arc;
 use kfp_apiserver::app::{App, Limits};
 use kfp_apiserver::auth::{AllowAuthenticated, TokenAuthenticator};
 use kfp_apiserver::kfp::KfpConfig;
-use kfp_apiserver::migrate::{self, Kind, Namespaces, Outcome};
+use kfp_apiserver::migrate::{self, Kind, Migrator, Namespaces, Outcome, Report};
 use kfp_conformance::kfp_db::{Fixture, kfp_database};
 use kfp_storage::{ListRequest, Store};
 use serde_json::{Value, json};
+
+/// Streams the KFP database at `source` through `m`.
+async fn run(source: &str, ns: &Namespaces, mut m: Migrator) -> Report {
+    migrate::kfp_db::migrate(source, ns, &mut m, &mut |_, _| {})
+        .await
+        .expect("the source and the target answer");
+    m.finish()
+}
 
 async fn open(url: &str) -> Arc<dyn Store> {
     kfp_storage::open(kfp_apiserver::store::config(url))
@@ -146,7 +154,7 @@ async fn kfp_database_migrates_with_ids_kept() {
     let ns = Namespaces::default();
 
     // A dry run: the report of everything, nothing written anywhere.
-    let report = migrate::plan(migrate::kfp_db::read(&source, &ns).await.unwrap());
+    let report = run(&source, &ns, Migrator::dry_run()).await;
     assert_eq!(report.written(), 0);
     let would = |kind| {
         report
@@ -179,10 +187,7 @@ async fn kfp_database_migrates_with_ids_kept() {
     for (backend, url) in common::store_urls("migrate").await {
         // Uninterrupted.
         let store = open(&url).await;
-        let rows = migrate::kfp_db::read(&source, &ns).await.unwrap();
-        let report = migrate::write(store.clone(), rows, None, &mut |_, _| {})
-            .await
-            .unwrap();
+        let report = run(&source, &ns, Migrator::new(store.clone(), None)).await;
         assert_eq!(report.failed(), 0, "{backend}: {:#?}", report.lines());
         assert_eq!(report.written(), fx.pipelines.len() + fx.versions.len());
         check_migrated(&store, &fx).await;
@@ -238,10 +243,7 @@ async fn kfp_database_migrates_with_ids_kept() {
         // A second run writes nothing: no revision is taken.
         let before = store.current_revision().await.unwrap();
         let snap = snapshot(&store).await;
-        let rows = migrate::kfp_db::read(&source, &ns).await.unwrap();
-        let again = migrate::write(store.clone(), rows, None, &mut |_, _| {})
-            .await
-            .unwrap();
+        let again = run(&source, &ns, Migrator::new(store.clone(), None)).await;
         assert_eq!(again.written(), 0, "{backend}");
         assert_eq!(again.failed(), 0, "{backend}");
         assert_eq!(store.current_revision().await.unwrap(), before, "{backend}");
@@ -261,17 +263,11 @@ async fn kfp_database_migrates_with_ids_kept() {
             .1
             .clone();
         let store2 = open(&url2).await;
-        let rows = migrate::kfp_db::read(&source, &ns).await.unwrap();
-        let partial = migrate::write(store2.clone(), rows, Some(7), &mut |_, _| {})
-            .await
-            .unwrap();
+        let partial = run(&source, &ns, Migrator::new(store2.clone(), Some(7))).await;
         assert!(partial.stopped_early, "{backend}");
         assert_eq!(partial.written(), 7, "{backend}");
         assert_eq!(snapshot(&store2).await.len(), 7);
-        let rows = migrate::kfp_db::read(&source, &ns).await.unwrap();
-        let rest = migrate::write(store2.clone(), rows, None, &mut |_, _| {})
-            .await
-            .unwrap();
+        let rest = run(&source, &ns, Migrator::new(store2.clone(), None)).await;
         assert!(!rest.stopped_early);
         assert_eq!(rest.written(), fx.pipelines.len() + fx.versions.len() - 7);
         check_migrated(&store2, &fx).await;
@@ -311,10 +307,7 @@ async fn conflicts_and_namespace_map() {
         )
         .await
         .unwrap();
-    let rows = migrate::kfp_db::read(&source, &ns).await.unwrap();
-    let report = migrate::write(store.clone(), rows, None, &mut |_, _| {})
-        .await
-        .unwrap();
+    let report = run(&source, &ns, Migrator::new(store.clone(), None)).await;
     let versions_of_taken = fx
         .versions
         .values()

@@ -19,7 +19,12 @@ use serde_json::{Map, Value, json};
 use sqlx::Row;
 use sqlx::mysql::{MySqlPool, MySqlRow};
 
-use super::{Candidate, Kind, MAX_NAME, Namespaces, ORIGINAL_NAME_ANNOTATION, Skip, SourceRows};
+use futures_util::TryStreamExt;
+use kfp_storage::StoreError;
+
+use super::{
+    Candidate, Entry, Kind, MAX_NAME, Migrator, Namespaces, ORIGINAL_NAME_ANNOTATION, Outcome, Skip,
+};
 
 /// Why the source could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,9 @@ pub enum SourceError {
     /// The database has no KFP tables.
     #[error("the database has no `{0}` table: is this KFP's database (mlpipeline)?")]
     NotKfp(&'static str),
+    /// The target store failed (what was written stays).
+    #[error(transparent)]
+    Target(#[from] StoreError),
 }
 
 fn text(row: &MySqlRow, col: &str) -> Result<String, sqlx::Error> {
@@ -46,15 +54,27 @@ struct PipelineRow {
     namespace: String,
 }
 
-/// Reads every pipeline and version of the KFP database at `url` (`mysql://USER:PASS@HOST/DB`).
-pub async fn read(url: &str, namespaces: &Namespaces) -> Result<SourceRows, SourceError> {
+/// Migrates every pipeline and version of the KFP database at `url` (`mysql://USER:PASS@HOST/DB`)
+/// through `m`: pipelines first (read at once: they are small), then versions streamed in
+/// creation order, one row in memory at a time.
+pub async fn migrate(
+    url: &str,
+    namespaces: &Namespaces,
+    m: &mut Migrator,
+    progress: &mut dyn FnMut(&Entry, &Outcome),
+) -> Result<(), SourceError> {
     let pool = MySqlPool::connect(url).await?;
-    let result = read_from(&pool, namespaces).await;
+    let result = migrate_from(&pool, namespaces, m, progress).await;
     pool.close().await;
     result
 }
 
-async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRows, SourceError> {
+async fn migrate_from(
+    pool: &MySqlPool,
+    namespaces: &Namespaces,
+    m: &mut Migrator,
+    progress: &mut dyn FnMut(&Entry, &Outcome),
+) -> Result<(), SourceError> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(TABLE_NAME AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
     )
@@ -66,7 +86,6 @@ async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRo
             return Err(SourceError::NotKfp(t));
         }
     }
-    let mut out = SourceRows::default();
     let pipeline_tags = if has("pipeline_tags") {
         tags(pool, "SELECT PipelineId, `key`, `value` FROM pipeline_tags").await?
     } else {
@@ -102,14 +121,14 @@ async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRo
         };
         let source = format!("pipeline {:?} ({})", p.name, p.uid);
         if p.status != "READY" {
-            out.skipped.push(Skip {
+            m.skip(Skip {
                 source,
                 reason: format!("its state is {:?}, not READY", p.status),
             });
             continue;
         }
         let Some(created) = timestamp(p.created) else {
-            out.skipped.push(Skip {
+            m.skip(Skip {
                 source,
                 reason: format!("CreatedAtInSec {} is not a time", p.created),
             });
@@ -140,34 +159,40 @@ async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRo
             p.uid.clone(),
             (namespace.clone(), name.clone(), p.name.clone()),
         );
-        out.candidates.push(Candidate {
-            kind: Kind::Pipeline,
-            namespace,
-            name,
-            uid: p.uid,
-            created,
-            body,
-            parent_uid: None,
-            source,
-            renamed_from: renamed.then_some(p.name),
-        });
+        m.handle(
+            Candidate {
+                kind: Kind::Pipeline,
+                namespace,
+                name,
+                uid: p.uid,
+                created,
+                body,
+                parent_uid: None,
+                source,
+                renamed_from: renamed.then_some(p.name),
+            },
+            progress,
+        )
+        .await?;
+        if m.stopped() {
+            return Ok(());
+        }
     }
 
-    let rows = sqlx::query(
+    let mut rows = sqlx::query(
         "SELECT UUID, CreatedAtInSec, Name, DisplayName, PipelineId, Status, CodeSourceUrl, \
          Description, PipelineSpec, PipelineSpecURI \
          FROM pipeline_versions ORDER BY CreatedAtInSec, UUID",
     )
-    .fetch_all(pool)
-    .await?;
-    for row in rows {
+    .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
         let uid = text(&row, "UUID")?;
         let vname = text(&row, "Name")?;
         let pipeline_id = text(&row, "PipelineId")?;
         let status = text(&row, "Status")?;
         let created_s: i64 = row.try_get("CreatedAtInSec")?;
         let Some((namespace, pipeline_name, pipeline_original)) = taken.get(&pipeline_id) else {
-            out.skipped.push(Skip {
+            m.skip(Skip {
                 source: format!("version {vname:?} ({uid}) of pipeline {pipeline_id}"),
                 reason: "its pipeline is skipped".into(),
             });
@@ -175,14 +200,14 @@ async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRo
         };
         let source = format!("version {vname:?} ({uid}) of pipeline {pipeline_original:?}");
         if status != "READY" {
-            out.skipped.push(Skip {
+            m.skip(Skip {
                 source,
                 reason: format!("its state is {status:?}, not READY"),
             });
             continue;
         }
         let Some(created) = timestamp(created_s) else {
-            out.skipped.push(Skip {
+            m.skip(Skip {
                 source,
                 reason: format!("CreatedAtInSec {created_s} is not a time"),
             });
@@ -190,7 +215,7 @@ async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRo
         };
         let spec_text = text(&row, "PipelineSpec")?;
         if spec_text.trim().is_empty() {
-            out.skipped.push(Skip {
+            m.skip(Skip {
                 source,
                 reason: "no pipeline spec is stored (only a PipelineSpecURI)".into(),
             });
@@ -199,7 +224,7 @@ async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRo
         let parsed = match ir::parse_pipeline_file(spec_text.as_bytes()) {
             Ok(p) => p,
             Err(errs) => {
-                out.skipped.push(Skip {
+                m.skip(Skip {
                     source,
                     reason: format!(
                         "its pipeline spec is invalid: {}",
@@ -253,19 +278,26 @@ async fn read_from(pool: &MySqlPool, namespaces: &Namespaces) -> Result<SourceRo
             "metadata": metadata(&name, namespace, renamed.then_some(vname.as_str())),
             "spec": spec,
         });
-        out.candidates.push(Candidate {
-            kind: Kind::Version,
-            namespace: namespace.clone(),
-            name,
-            uid,
-            created,
-            body,
-            parent_uid: Some(pipeline_id),
-            source,
-            renamed_from: renamed.then_some(vname),
-        });
+        m.handle(
+            Candidate {
+                kind: Kind::Version,
+                namespace: namespace.clone(),
+                name,
+                uid,
+                created,
+                body,
+                parent_uid: Some(pipeline_id),
+                source,
+                renamed_from: renamed.then_some(vname),
+            },
+            progress,
+        )
+        .await?;
+        if m.stopped() {
+            break;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn timestamp(seconds: i64) -> Option<Timestamp> {

@@ -19,7 +19,7 @@ use kfp_apiservice::{API_VERSION, Pipeline, PipelineVersion};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{Map, Value, json};
 
-use super::{Candidate, Kind, Namespaces, Skip, SourceRows};
+use super::{Candidate, Entry, Kind, Migrator, Namespaces, Outcome, Skip};
 
 /// The page size of the lists.
 const PAGE: u32 = 500;
@@ -67,8 +67,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
     kube::Client::try_from(config).context("a client for the cluster")
 }
 
-/// Every object of one kind, all namespaces, page by page.
-async fn list_all(client: &kube::Client, kind: &str, plural: &str) -> anyhow::Result<Vec<Value>> {
+fn api(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
     let ar = ApiResource {
         group: kfp_apiservice::GROUP.into(),
         version: kfp_apiservice::VERSION.into(),
@@ -76,27 +75,28 @@ async fn list_all(client: &kube::Client, kind: &str, plural: &str) -> anyhow::Re
         kind: kind.into(),
         plural: plural.into(),
     };
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(PAGE);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
-        let page = api
-            .list(&lp)
-            .await
-            .map_err(|e| anyhow::anyhow!("listing {plural}.{}: {e}", kfp_apiservice::GROUP))?;
-        for o in page.items {
-            out.push(serde_json::to_value(&o)?);
-        }
-        match page.metadata.continue_ {
-            Some(t) if !t.is_empty() => token = Some(t),
-            _ => break,
-        }
+    Api::all_with(client.clone(), &ar)
+}
+
+/// One page of a kind in all namespaces, and the token of the next.
+async fn page(
+    api: &Api<DynamicObject>,
+    token: Option<&str>,
+) -> anyhow::Result<(Vec<Value>, Option<String>)> {
+    let mut lp = ListParams::default().limit(PAGE);
+    if let Some(t) = token {
+        lp = lp.continue_token(t);
     }
-    Ok(out)
+    let page = api
+        .list(&lp)
+        .await
+        .map_err(|e| anyhow::anyhow!("listing {}: {e}", api.resource_url()))?;
+    let items = page
+        .items
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((items, page.metadata.continue_.filter(|t| !t.is_empty())))
 }
 
 fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {
@@ -116,145 +116,168 @@ fn kept_metadata(source: &Value, namespace: &str) -> Value {
     Value::Object(m)
 }
 
-/// Reads both kinds from the cluster.
-pub async fn read(client: &kube::Client, namespaces: &Namespaces) -> anyhow::Result<SourceRows> {
-    let pipelines = list_all(client, Pipeline::KIND, Pipeline::PLURAL).await?;
-    let versions = list_all(client, PipelineVersion::KIND, PipelineVersion::PLURAL).await?;
-    Ok(rows(pipelines, versions, namespaces))
+/// Migrates both kinds from the cluster through `m`: every Pipeline first (in creation order;
+/// they are small), then the versions page by page (one page of specs in memory at a time).
+pub async fn migrate(
+    client: &kube::Client,
+    namespaces: &Namespaces,
+    m: &mut Migrator,
+    progress: &mut dyn FnMut(&Entry, &Outcome),
+) -> anyhow::Result<()> {
+    let pipelines_api = api(client, Pipeline::KIND, Pipeline::PLURAL);
+    let mut pipelines = Vec::new();
+    let mut token = None;
+    loop {
+        let (items, next) = page(&pipelines_api, token.as_deref()).await?;
+        pipelines.extend(items);
+        match next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    pipelines.sort_by(|a, b| {
+        (created_of(a), str_at(a, "/metadata/uid"))
+            .cmp(&(created_of(b), str_at(b, "/metadata/uid")))
+    });
+    // Source (namespace, name) -> uid of the pipelines taken.
+    let mut taken: HashMap<(String, String), String> = HashMap::new();
+    for p in &pipelines {
+        match pipeline_candidate(p, namespaces) {
+            Ok(c) => {
+                taken.insert(
+                    (str_at(p, "/metadata/namespace").to_owned(), c.name.clone()),
+                    c.uid.clone(),
+                );
+                m.handle(c, progress).await?;
+                if m.stopped() {
+                    return Ok(());
+                }
+            }
+            Err(skip) => m.skip(skip),
+        }
+    }
+    drop(pipelines);
+    let versions_api = api(client, PipelineVersion::KIND, PipelineVersion::PLURAL);
+    let mut token = None;
+    loop {
+        let (items, next) = page(&versions_api, token.as_deref()).await?;
+        for v in &items {
+            match version_candidate(v, &taken, namespaces) {
+                Ok(c) => {
+                    m.handle(c, progress).await?;
+                    if m.stopped() {
+                        return Ok(());
+                    }
+                }
+                Err(skip) => m.skip(skip),
+            }
+        }
+        match next {
+            Some(t) => token = Some(t),
+            None => return Ok(()),
+        }
+    }
 }
 
 fn created_of(o: &Value) -> Option<Timestamp> {
     str_at(o, "/metadata/creationTimestamp").parse().ok()
 }
 
-fn by_creation(objects: &mut [Value]) {
-    objects.sort_by(|a, b| {
-        (created_of(a), str_at(a, "/metadata/uid"))
-            .cmp(&(created_of(b), str_at(b, "/metadata/uid")))
-    });
+fn describe(kind: &str, o: &Value) -> String {
+    format!(
+        "{kind} {}/{} ({})",
+        str_at(o, "/metadata/namespace"),
+        str_at(o, "/metadata/name"),
+        str_at(o, "/metadata/uid")
+    )
 }
 
-/// The candidates and skips of the listed objects (no I/O; the unit tests drive it).
-pub fn rows(
-    mut pipelines: Vec<Value>,
-    mut versions: Vec<Value>,
-    namespaces: &Namespaces,
-) -> SourceRows {
-    by_creation(&mut pipelines);
-    by_creation(&mut versions);
-    let mut out = SourceRows::default();
-    // Source (namespace, name) -> uid of the pipelines taken.
-    let mut taken: HashMap<(String, String), String> = HashMap::new();
-    let describe = |kind: &str, o: &Value| {
-        format!(
-            "{kind} {}/{} ({})",
-            str_at(o, "/metadata/namespace"),
-            str_at(o, "/metadata/name"),
-            str_at(o, "/metadata/uid")
-        )
+/// What every object needs: not being deleted, a uid, a creation time.
+fn identity(o: &Value, kind: &str) -> Result<Timestamp, Skip> {
+    let skip = |reason: &str| Skip {
+        source: describe(kind, o),
+        reason: reason.to_owned(),
     };
-    let common = |o: &Value, kind: &str, out: &mut SourceRows| -> Option<Timestamp> {
-        let source = describe(kind, o);
-        if o.pointer("/metadata/deletionTimestamp")
-            .is_some_and(|d| !d.is_null())
-        {
-            out.skipped.push(Skip {
-                source,
-                reason: "it is being deleted".into(),
-            });
-            return None;
-        }
-        if str_at(o, "/metadata/uid").is_empty() {
-            out.skipped.push(Skip {
-                source,
-                reason: "it has no uid".into(),
-            });
-            return None;
-        }
-        let created = created_of(o);
-        if created.is_none() {
-            out.skipped.push(Skip {
-                source,
-                reason: "it has no creationTimestamp".into(),
-            });
-        }
-        created
-    };
-    for p in pipelines {
-        let Some(created) = common(&p, Pipeline::KIND, &mut out) else {
-            continue;
-        };
-        let (ns, name, uid) = (
-            str_at(&p, "/metadata/namespace").to_owned(),
-            str_at(&p, "/metadata/name").to_owned(),
-            str_at(&p, "/metadata/uid").to_owned(),
-        );
-        let target = namespaces.target(&ns);
-        let body = json!({
+    if o.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|d| !d.is_null())
+    {
+        return Err(skip("it is being deleted"));
+    }
+    if str_at(o, "/metadata/uid").is_empty() {
+        return Err(skip("it has no uid"));
+    }
+    created_of(o).ok_or_else(|| skip("it has no creationTimestamp"))
+}
+
+/// A Pipeline to migrate, or why not.
+pub fn pipeline_candidate(p: &Value, namespaces: &Namespaces) -> Result<Candidate, Skip> {
+    let created = identity(p, Pipeline::KIND)?;
+    let target = namespaces.target(str_at(p, "/metadata/namespace"));
+    Ok(Candidate {
+        kind: Kind::Pipeline,
+        body: json!({
             "apiVersion": API_VERSION,
             "kind": Pipeline::KIND,
-            "metadata": kept_metadata(&p, &target),
+            "metadata": kept_metadata(p, &target),
             "spec": p.get("spec").cloned().unwrap_or_else(|| json!({})),
+        }),
+        namespace: target,
+        name: str_at(p, "/metadata/name").to_owned(),
+        source: describe(Pipeline::KIND, p),
+        uid: str_at(p, "/metadata/uid").to_owned(),
+        created,
+        parent_uid: None,
+        renamed_from: None,
+    })
+}
+
+/// A PipelineVersion to migrate (its Pipeline among `taken`: source (namespace, name) -> uid),
+/// or why not.
+pub fn version_candidate(
+    v: &Value,
+    taken: &HashMap<(String, String), String>,
+    namespaces: &Namespaces,
+) -> Result<Candidate, Skip> {
+    let created = identity(v, PipelineVersion::KIND)?;
+    let source = describe(PipelineVersion::KIND, v);
+    let ns = str_at(v, "/metadata/namespace").to_owned();
+    let pipeline = str_at(v, "/spec/pipelineName").to_owned();
+    let Some(parent_uid) = taken.get(&(ns.clone(), pipeline.clone())) else {
+        return Err(Skip {
+            source,
+            reason: format!(
+                "its Pipeline {pipeline:?} is not migrated (not in namespace {ns:?}, or skipped)"
+            ),
         });
-        taken.insert((ns, name.clone()), uid.clone());
-        out.candidates.push(Candidate {
-            kind: Kind::Pipeline,
-            namespace: target,
-            name,
-            source: describe(Pipeline::KIND, &p),
-            uid,
-            created,
-            body,
-            parent_uid: None,
-            renamed_from: None,
+    };
+    let state = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == CONDITION_TYPE))
+        .map(|c| str_at(c, "/reason").to_owned());
+    if let Some(reason) = state.filter(|r| r != "READY") {
+        return Err(Skip {
+            source,
+            reason: format!("its {CONDITION_TYPE} is {reason:?}, not READY"),
         });
     }
-    for v in versions {
-        let Some(created) = common(&v, PipelineVersion::KIND, &mut out) else {
-            continue;
-        };
-        let source = describe(PipelineVersion::KIND, &v);
-        let ns = str_at(&v, "/metadata/namespace").to_owned();
-        let pipeline = str_at(&v, "/spec/pipelineName").to_owned();
-        let Some(parent_uid) = taken.get(&(ns.clone(), pipeline.clone())) else {
-            out.skipped.push(Skip {
-                source,
-                reason: format!("its Pipeline {pipeline:?} is not migrated (not in namespace {ns:?}, or skipped)"),
-            });
-            continue;
-        };
-        let state = v
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == CONDITION_TYPE))
-            .map(|c| str_at(c, "/reason").to_owned());
-        if let Some(reason) = state.filter(|r| r != "READY") {
-            out.skipped.push(Skip {
-                source,
-                reason: format!("its {CONDITION_TYPE} is {reason:?}, not READY"),
-            });
-            continue;
-        }
-        let target = namespaces.target(&ns);
-        let body = json!({
+    let target = namespaces.target(&ns);
+    Ok(Candidate {
+        kind: Kind::Version,
+        body: json!({
             "apiVersion": API_VERSION,
             "kind": PipelineVersion::KIND,
-            "metadata": kept_metadata(&v, &target),
+            "metadata": kept_metadata(v, &target),
             "spec": v.get("spec").cloned().unwrap_or_else(|| json!({})),
-        });
-        out.candidates.push(Candidate {
-            kind: Kind::Version,
-            namespace: target,
-            name: str_at(&v, "/metadata/name").to_owned(),
-            uid: str_at(&v, "/metadata/uid").to_owned(),
-            created,
-            body,
-            parent_uid: Some(parent_uid.clone()),
-            source,
-            renamed_from: None,
-        });
-    }
-    out
+        }),
+        namespace: target,
+        name: str_at(v, "/metadata/name").to_owned(),
+        uid: str_at(v, "/metadata/uid").to_owned(),
+        created,
+        parent_uid: Some(parent_uid.clone()),
+        source,
+        renamed_from: None,
+    })
 }
 
 /// The steps to move a live cluster from KFP's CRDs to this server's APIService.
@@ -297,51 +320,58 @@ mod tests {
     fn keeps_identity_and_user_metadata_and_skips_what_kfp_would_hide() {
         let mut ns = Namespaces::default();
         ns.map.insert("kubeflow".into(), "shared".into());
-        let mut gone = pipeline("kubeflow", "gone", "u-gone", "2025-01-01T00:00:00Z");
-        gone["metadata"]["deletionTimestamp"] = json!("2025-02-01T00:00:00Z");
-        let rows = rows(
-            vec![
-                pipeline("kubeflow", "b", "u-b", "2025-01-01T00:00:02Z"),
-                pipeline("kubeflow", "a", "u-a", "2025-01-01T00:00:01Z"),
-                gone,
-            ],
-            vec![
-                version("kubeflow", "a", "a", "v-a", Some("READY")),
-                version("kubeflow", "a-v2", "a", "v-a2", None),
-                version("kubeflow", "b-v1", "b", "v-b", Some("CREATING")),
-                version("kubeflow", "orphan", "missing", "v-o", None),
-            ],
+        let a = pipeline_candidate(
+            &pipeline("kubeflow", "a", "u-a", "2025-01-01T00:00:01Z"),
             &ns,
-        );
-        let names: Vec<_> = rows.candidates.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["a", "b", "a", "a-v2"],
-            "creation order, pipelines first"
-        );
-        let a = &rows.candidates[0];
+        )
+        .unwrap();
         assert_eq!((a.uid.as_str(), a.namespace.as_str()), ("u-a", "shared"));
         assert_eq!(a.created.to_string(), "2025-01-01T00:00:01Z");
         assert_eq!(
             a.body["metadata"],
             json!({"name": "a", "namespace": "shared", "labels": {"team": "a"}, "annotations": {"note": "x"}})
         );
-        let v = &rows.candidates[2];
-        assert_eq!(v.parent_uid.as_deref(), Some("u-a"));
-        assert!(v.body["metadata"].get("ownerReferences").is_none());
-        assert!(v.body.get("status").is_none());
-        let reasons: Vec<_> = rows.skipped.iter().map(|s| s.reason.as_str()).collect();
-        assert_eq!(rows.skipped.len(), 3, "{reasons:?}");
-        assert!(reasons.iter().any(|r| r.contains("being deleted")));
+        let mut gone = pipeline("kubeflow", "gone", "u-gone", "2025-01-01T00:00:00Z");
+        gone["metadata"]["deletionTimestamp"] = json!("2025-02-01T00:00:00Z");
+        let skip = pipeline_candidate(&gone, &ns).unwrap_err();
+        assert!(skip.reason.contains("being deleted"), "{skip:?}");
+        let mut no_time = pipeline("kubeflow", "t", "u-t", "");
+        no_time["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("creationTimestamp");
+        assert!(pipeline_candidate(&no_time, &ns).is_err());
+
+        let taken: HashMap<_, _> = [(("kubeflow".to_owned(), "a".to_owned()), "u-a".to_owned())]
+            .into_iter()
+            .collect();
+        for status in [Some("READY"), None] {
+            let v = version_candidate(&version("kubeflow", "a-v", "a", "v-a", status), &taken, &ns)
+                .unwrap();
+            assert_eq!(v.parent_uid.as_deref(), Some("u-a"));
+            assert_eq!(v.namespace, "shared");
+            assert!(v.body["metadata"].get("ownerReferences").is_none());
+            assert!(v.body.get("status").is_none());
+        }
+        let creating = version_candidate(
+            &version("kubeflow", "b", "a", "v-b", Some("CREATING")),
+            &taken,
+            &ns,
+        )
+        .unwrap_err();
         assert!(
-            reasons
-                .iter()
-                .any(|r| r.contains("\"CREATING\", not READY"))
+            creating.reason.contains("\"CREATING\", not READY"),
+            "{creating:?}"
         );
+        let orphan = version_candidate(
+            &version("kubeflow", "o", "missing", "v-o", None),
+            &taken,
+            &ns,
+        )
+        .unwrap_err();
         assert!(
-            reasons
-                .iter()
-                .any(|r| r.contains("\"missing\" is not migrated"))
+            orphan.reason.contains("\"missing\" is not migrated"),
+            "{orphan:?}"
         );
     }
 

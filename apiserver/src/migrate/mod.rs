@@ -2,17 +2,17 @@
 //! ours keeping their ids (`metadata.uid` = the KFP UUID) and creation times, so runs,
 //! experiments and dashboard links that name them keep working.
 //!
-//! A source ([`kfp_db`]: KFP's MySQL tables; [`kube`]: KFP 2.17's custom resources) yields
-//! [`Candidate`]s and the rows it cannot take ([`Skip`]). Every candidate is validated with the
-//! server's own rules before anything is written ([`plan`]), then written one object per store
-//! transaction through [`Registry::create_preserving`] ([`write`]): an object is there whole or
-//! not at all. An object already there with the same uid is left alone, so a second run writes
+//! A source ([`kfp_db`]: KFP's MySQL tables; [`kube`]: KFP 2.17's custom resources) streams
+//! [`Candidate`]s, pipelines first, into a [`Migrator`], and reports the rows it cannot take
+//! ([`Skip`]). The migrator validates each with the server's own rules, then writes it in one
+//! store transaction through [`Registry::create_preserving`]: an object is there whole or
+//! not at all. It keeps no bodies, so memory is bounded by a page of the source. An object already there with the same uid is left alone, so a second run writes
 //! nothing and an interrupted run continues where it stopped. Nothing here reads a request.
 
 pub mod kfp_db;
 pub mod kube;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use k8s_openapi::jiff::Timestamp;
@@ -54,6 +54,36 @@ pub struct Candidate {
     pub renamed_from: Option<String>,
 }
 
+/// A candidate as the report keeps it: everything but its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// `Pipeline` or `PipelineVersion`.
+    pub kind: Kind,
+    /// The target namespace.
+    pub namespace: String,
+    /// The object's name in the target.
+    pub name: String,
+    /// The uid kept.
+    pub uid: String,
+    /// The source's description of the row.
+    pub source: String,
+    /// The original name, when it was changed.
+    pub renamed_from: Option<String>,
+}
+
+impl Entry {
+    fn of(c: Candidate) -> Entry {
+        Entry {
+            kind: c.kind,
+            namespace: c.namespace,
+            name: c.name,
+            uid: c.uid,
+            source: c.source,
+            renamed_from: c.renamed_from,
+        }
+    }
+}
+
 /// The two kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -89,15 +119,6 @@ pub struct Skip {
     pub source: String,
     /// Why.
     pub reason: String,
-}
-
-/// What a source produced.
-#[derive(Clone, Debug, Default)]
-pub struct SourceRows {
-    /// Pipelines first, then versions, each in creation order.
-    pub candidates: Vec<Candidate>,
-    /// Rows not taken.
-    pub skipped: Vec<Skip>,
 }
 
 /// Namespace rules of a migration.
@@ -146,7 +167,7 @@ pub enum Outcome {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     /// Each candidate with its outcome, in the order handled.
-    pub objects: Vec<(Candidate, Outcome)>,
+    pub objects: Vec<(Entry, Outcome)>,
     /// Source rows not taken.
     pub skipped: Vec<Skip>,
     /// A dry run: nothing was written and the target was not read.
@@ -196,7 +217,7 @@ impl Report {
     }
 
     /// What happened to one object, and its rename.
-    pub fn object_lines(c: &Candidate, o: &Outcome, dry_run: bool) -> Vec<String> {
+    pub fn object_lines(c: &Entry, o: &Outcome, dry_run: bool) -> Vec<String> {
         let created = if dry_run { "would create" } else { "created" };
         let target = format!("{} {}/{}", c.kind, c.namespace, c.name);
         let mut out = vec![match o {
@@ -298,23 +319,82 @@ pub fn kubernetes_name(original: &str, uid: &str, max: usize) -> (String, bool) 
 /// The longest object name (a DNS-1123 subdomain).
 pub const MAX_NAME: usize = 253;
 
-/// The prepared form of each candidate, validated with the server's rules against its
-/// pipeline as it will be stored; a candidate that fails is reported, never written.
-fn validate(candidates: &[Candidate]) -> HashMap<usize, String> {
-    let mut invalid = HashMap::new();
-    let mut prepared_pipelines: HashMap<&str, Value> = HashMap::new();
-    for (i, c) in candidates.iter().enumerate() {
+/// Takes candidates one at a time: validates each with the server's rules (a version against
+/// its pipeline as it will be stored), then writes it unless this is a dry run. It holds only
+/// the prepared pipelines (no specs) and the report (no bodies), so a source can stream its
+/// versions and memory stays bounded by the largest single object.
+pub struct Migrator {
+    target: Option<(std::sync::Arc<dyn Store>, Registry)>,
+    opts: WriteOptions,
+    max_writes: Option<usize>,
+    /// Pipeline uid -> the pipeline as it will be stored (for validating its versions).
+    prepared: HashMap<String, Value>,
+    /// Pipelines in the target with the uid they had: their versions may follow.
+    migrated: HashSet<String>,
+    writes: usize,
+    report: Report,
+}
+
+impl Migrator {
+    /// Validates and reports; writes nothing, reads no target.
+    pub fn dry_run() -> Self {
+        Self::with(None, None)
+    }
+
+    /// Validates and writes into `store`, at most `max_writes` objects when given.
+    pub fn new(store: std::sync::Arc<dyn Store>, max_writes: Option<usize>) -> Self {
+        let registry = Registry::new(store.clone());
+        Self::with(Some((store, registry)), max_writes)
+    }
+
+    fn with(
+        target: Option<(std::sync::Arc<dyn Store>, Registry)>,
+        max_writes: Option<usize>,
+    ) -> Self {
+        Migrator {
+            report: Report {
+                dry_run: target.is_none(),
+                ..Default::default()
+            },
+            target,
+            opts: WriteOptions {
+                dry_run: false,
+                manager: MANAGER.to_owned(),
+                field_validation: FieldValidation::Strict,
+                force: false,
+            },
+            max_writes,
+            prepared: HashMap::new(),
+            migrated: HashSet::new(),
+            writes: 0,
+        }
+    }
+
+    /// A source row not taken.
+    pub fn skip(&mut self, skip: Skip) {
+        self.report.skipped.push(skip);
+    }
+
+    /// Whether `--max-writes` stopped the run (the source may stop reading).
+    pub fn stopped(&self) -> bool {
+        self.report.stopped_early
+    }
+
+    /// The report so far.
+    pub fn finish(self) -> Report {
+        self.report
+    }
+
+    /// Validates `c` against its pipeline as it will be stored; the reason when it fails.
+    fn validate(&mut self, c: &Candidate) -> Option<String> {
         let ctx = CreateContext {
             uid: c.uid.clone(),
             now: c.created,
         };
         let parent = match (c.kind, &c.parent_uid) {
-            (Kind::Version, Some(p)) => match prepared_pipelines.get(p.as_str()) {
+            (Kind::Version, Some(p)) => match self.prepared.get(p) {
                 Some(v) => ParentState::Found(v),
-                None => {
-                    invalid.insert(i, "its pipeline is not migrated".to_owned());
-                    continue;
-                }
+                None => return Some("its pipeline is not migrated".to_owned()),
             },
             _ => ParentState::Unknown,
         };
@@ -327,78 +407,76 @@ fn validate(candidates: &[Candidate]) -> HashMap<usize, String> {
         ) {
             Ok(p) => {
                 if c.kind == Kind::Pipeline {
-                    prepared_pipelines.insert(&c.uid, p.object);
+                    self.prepared.insert(c.uid.clone(), p.object);
                 }
+                None
             }
-            Err(e) => {
-                invalid.insert(i, format!("invalid: {e}"));
-            }
+            Err(e) => Some(format!("invalid: {e}")),
         }
     }
-    invalid
-}
 
-/// Checks every candidate without a target store: the report a dry run prints.
-pub fn plan(rows: SourceRows) -> Report {
-    let invalid = validate(&rows.candidates);
-    let objects = rows
-        .candidates
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let o = match invalid.get(&i) {
-                Some(why) => Outcome::NotMigrated(why.clone()),
+    /// Handles one candidate (pipelines before their versions); `progress` hears of it.
+    /// Errors are the target's (unavailable, internal): what was written stays.
+    pub async fn handle(
+        &mut self,
+        c: Candidate,
+        progress: &mut dyn FnMut(&Entry, &Outcome),
+    ) -> Result<(), StoreError> {
+        if self.report.stopped_early {
+            return Ok(());
+        }
+        let outcome = match self.validate(&c) {
+            Some(why) => Outcome::NotMigrated(why),
+            None => match &self.target {
                 None => Outcome::Created,
-            };
-            (c, o)
-        })
-        .collect();
-    Report {
-        objects,
-        skipped: rows.skipped,
-        dry_run: true,
-        stopped_early: false,
+                Some(_)
+                    if c.parent_uid
+                        .as_ref()
+                        .is_some_and(|p| !self.migrated.contains(p)) =>
+                {
+                    Outcome::NotMigrated("its pipeline is not migrated".into())
+                }
+                Some((store, registry)) => {
+                    match Self::put(
+                        store,
+                        registry,
+                        &self.opts,
+                        &c,
+                        self.writes,
+                        self.max_writes,
+                    )
+                    .await?
+                    {
+                        Some(o) => o,
+                        None => {
+                            self.report.stopped_early = true;
+                            return Ok(());
+                        }
+                    }
+                }
+            },
+        };
+        if outcome == Outcome::Created && self.target.is_some() {
+            self.writes += 1;
+        }
+        if c.kind == Kind::Pipeline && matches!(outcome, Outcome::Created | Outcome::AlreadyThere) {
+            self.migrated.insert(c.uid.clone());
+        }
+        let entry = Entry::of(c);
+        progress(&entry, &outcome);
+        self.report.objects.push((entry, outcome));
+        Ok(())
     }
-}
 
-/// Writes every valid candidate into `store` (pipelines before their versions), at most
-/// `max_writes` objects when given; `progress` hears of each object as it is handled.
-pub async fn write(
-    store: std::sync::Arc<dyn Store>,
-    rows: SourceRows,
-    max_writes: Option<usize>,
-    progress: &mut dyn FnMut(&Candidate, &Outcome),
-) -> Result<Report, StoreError> {
-    let invalid = validate(&rows.candidates);
-    let registry = Registry::new(store.clone());
-    let opts = WriteOptions {
-        dry_run: false,
-        manager: MANAGER.to_owned(),
-        field_validation: FieldValidation::Strict,
-        force: false,
-    };
-    let mut report = Report {
-        skipped: rows.skipped,
-        ..Default::default()
-    };
-    // Pipelines that are in the target with the uid they had: their versions may follow.
-    let mut migrated: HashMap<String, ()> = HashMap::new();
-    let mut writes = 0usize;
-    for (i, c) in rows.candidates.into_iter().enumerate() {
-        if let Some(why) = invalid.get(&i) {
-            let o = Outcome::NotMigrated(why.clone());
-            progress(&c, &o);
-            report.objects.push((c, o));
-            continue;
-        }
-        if let Some(p) = &c.parent_uid
-            && !migrated.contains_key(p)
-        {
-            let o = Outcome::NotMigrated("its pipeline is not migrated".into());
-            progress(&c, &o);
-            report.objects.push((c, o));
-            continue;
-        }
+    /// Writes one valid candidate unless it is there; `None` when `max_writes` is reached.
+    async fn put(
+        store: &std::sync::Arc<dyn Store>,
+        registry: &Registry,
+        opts: &WriteOptions,
+        c: &Candidate,
+        writes: usize,
+        max_writes: Option<usize>,
+    ) -> Result<Option<Outcome>, StoreError> {
         let res = c.kind.resource();
         let key = Key::new(res.plural, &c.namespace, &c.name);
         let outcome = match store.get(&key).await {
@@ -414,21 +492,17 @@ pub async fn write(
                 )),
                 Err(StoreError::NotFound(_)) => {
                     if max_writes.is_some_and(|m| writes >= m) {
-                        report.stopped_early = true;
-                        break;
+                        return Ok(None);
                     }
                     let ctx = CreateContext {
                         uid: c.uid.clone(),
                         now: c.created,
                     };
                     match registry
-                        .create_preserving(res, &c.namespace, c.body.clone(), &ctx, &opts)
+                        .create_preserving(res, &c.namespace, c.body.clone(), &ctx, opts)
                         .await
                     {
-                        Ok(_) => {
-                            writes += 1;
-                            Outcome::Created
-                        }
+                        Ok(_) => Outcome::Created,
                         Err(RegistryError::Store { source, .. })
                             if matches!(
                                 *source,
@@ -444,13 +518,8 @@ pub async fn write(
             },
             Err(e) => return Err(e),
         };
-        if c.kind == Kind::Pipeline && matches!(outcome, Outcome::Created | Outcome::AlreadyThere) {
-            migrated.insert(c.uid.clone(), ());
-        }
-        progress(&c, &outcome);
-        report.objects.push((c, outcome));
+        Ok(Some(outcome))
     }
-    Ok(report)
 }
 
 /// Exit codes of [`run`].
@@ -473,75 +542,75 @@ pub async fn run(opts: &crate::options::MigrateOptions, out: &mut dyn std::io::W
         map: opts.namespace_map.iter().cloned().collect(),
     };
     let from_kube = opts.from.starts_with("kube://");
-    let rows = if opts.from.starts_with("mysql://") || opts.from.starts_with("mariadb://") {
-        match kfp_db::read(&opts.from.replacen("mariadb:", "mysql:", 1), &namespaces).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = writeln!(out, "error: {e}");
-                return exit::ERROR;
-            }
-        }
-    } else if from_kube {
-        let read = async {
-            let path = kube::kubeconfig_of(&opts.from).map_err(anyhow::Error::msg)?;
-            let client = kube::client(path.as_deref()).await?;
-            kube::read(&client, &namespaces).await
-        };
-        match read.await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = writeln!(out, "error: {e:#}");
-                return exit::ERROR;
-            }
-        }
-    } else {
+    let from_db = opts.from.starts_with("mysql://") || opts.from.starts_with("mariadb://");
+    if !from_kube && !from_db {
         let _ = writeln!(
             out,
             "error: unsupported source {:?}: use mysql://USER:PASS@HOST/DB (KFP's database) or kube://[?kubeconfig=PATH] (KFP's custom resources)",
             opts.from
         );
         return exit::ERROR;
-    };
-    let report = if opts.dry_run {
-        plan(rows)
+    }
+    let mut backend = None;
+    let mut migrator = if opts.dry_run {
+        Migrator::dry_run()
     } else {
         let Some(to) = &opts.to else {
             let _ = writeln!(out, "error: --to is required");
             return exit::ERROR;
         };
-        let backend = match kfp_storage::open(crate::store::config(to)).await {
-            Ok(b) => b,
+        // Nobody watches this process's store: a small change-feed ring, so the objects just
+        // written are not kept in memory for replay.
+        let mut config = crate::store::config(to);
+        config.feed.ring_capacity = 16;
+        config.feed.channel_capacity = 16;
+        match kfp_storage::open(config).await {
+            Ok(b) => {
+                let m = Migrator::new(b.store.clone(), opts.max_writes);
+                backend = Some(b);
+                m
+            }
             Err(e) => {
                 let _ = writeln!(out, "error: opening the target store: {e}");
                 return exit::ERROR;
             }
-        };
-        // Each object's line as it is written, so an interrupted run shows how far it got.
-        let mut progress = |c: &Candidate, o: &Outcome| {
-            for line in Report::object_lines(c, o, false) {
-                let _ = writeln!(out, "{line}");
-            }
-            let _ = out.flush();
-        };
-        let result = write(backend.store.clone(), rows, opts.max_writes, &mut progress).await;
-        backend.store.close().await;
-        match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = writeln!(
-                    out,
-                    "error: writing the target store: {e}; what was written stays, run again to continue"
-                );
-                return exit::ERROR;
-            }
         }
     };
-    let lines = if report.dry_run {
-        report.lines()
-    } else {
-        report.tail_lines()
+    // Each object's line as it is handled, so an interrupted run shows how far it got.
+    let dry_run = opts.dry_run;
+    let mut progress = |c: &Entry, o: &Outcome| {
+        for line in Report::object_lines(c, o, dry_run) {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
     };
-    for line in lines {
+    let result: anyhow::Result<()> = if from_db {
+        let url = opts.from.replacen("mariadb:", "mysql:", 1);
+        kfp_db::migrate(&url, &namespaces, &mut migrator, &mut progress)
+            .await
+            .map_err(anyhow::Error::from)
+    } else {
+        async {
+            let path = kube::kubeconfig_of(&opts.from).map_err(anyhow::Error::msg)?;
+            let client = kube::client(path.as_deref()).await?;
+            kube::migrate(&client, &namespaces, &mut migrator, &mut progress).await
+        }
+        .await
+    };
+    if let Some(b) = backend {
+        b.store.close().await;
+    }
+    let report = migrator.finish();
+    if let Err(e) = result {
+        let written = if report.written() > 0 {
+            "; what was written stays: run again to continue"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "error: {e:#}{written}");
+        return exit::ERROR;
+    }
+    for line in report.tail_lines() {
         let _ = writeln!(out, "{line}");
     }
     if from_kube {
