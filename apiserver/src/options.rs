@@ -138,6 +138,10 @@ pub struct ServeOptions {
     /// Change-feed events kept in memory for watch replay.
     #[arg(long, default_value_t = 4096)]
     pub watch_ring_capacity: usize,
+    /// Bytes of objects those events may hold (64 MiB); older events leave first and watches
+    /// from before them replay from the database.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub watch_ring_bytes: usize,
     /// How many events a watcher may fall behind before it gets 410 Gone.
     #[arg(long, default_value_t = 4096)]
     pub watch_channel_capacity: usize,

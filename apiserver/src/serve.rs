@@ -193,6 +193,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", opts.listen))?;
     let mut config = crate::store::config(&store_url);
     config.feed.ring_capacity = opts.watch_ring_capacity;
+    config.feed.ring_max_bytes = opts.watch_ring_bytes;
     config.feed.channel_capacity = opts.watch_channel_capacity.max(1);
     config.feed.bookmark_interval =
         Duration::from_secs(opts.watch_bookmark_interval_seconds.max(1));

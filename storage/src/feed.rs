@@ -111,6 +111,10 @@ pub trait History: Send + Sync + 'static {
 pub struct FeedConfig {
     /// Events kept in memory for replay.
     pub ring_capacity: usize,
+    /// Bytes of objects the ring may hold (an event counts its object and its previous
+    /// state); the oldest events leave first, and watches from before the ring replay from the
+    /// database. Bounds the ring's memory whatever the objects' sizes.
+    pub ring_max_bytes: usize,
     /// How far a watcher may fall behind before it gets Gone.
     pub channel_capacity: usize,
     /// How often an idle watch gets a bookmark.
@@ -121,16 +125,35 @@ impl Default for FeedConfig {
     fn default() -> Self {
         FeedConfig {
             ring_capacity: 4096,
+            ring_max_bytes: 64 << 20,
             channel_capacity: 4096,
             bookmark_interval: Duration::from_secs(60),
         }
     }
 }
 
+/// The newest events and the bytes they hold.
+#[derive(Default)]
+struct Ring {
+    events: VecDeque<Arc<Event>>,
+    bytes: usize,
+}
+
+impl Event {
+    /// The bytes this event keeps alive (objects and key; labels and columns are small).
+    fn size(&self) -> usize {
+        self.current.object.len()
+            + self.prev.as_ref().map_or(0, |p| p.object.len())
+            + self.key.name.len()
+            + self.key.namespace.len()
+            + self.key.resource.len()
+    }
+}
+
 /// The in-memory side of the change feed of one store instance.
 pub struct Feed {
     config: FeedConfig,
-    ring: Mutex<VecDeque<Arc<Event>>>,
+    ring: Mutex<Ring>,
     /// Replaced by [`Feed::reset`]: the old sender's watchers see the channel close.
     tx: Mutex<broadcast::Sender<Arc<Event>>>,
     latest: AtomicU64,
@@ -141,7 +164,10 @@ impl Feed {
     pub fn new(config: FeedConfig, start: Revision) -> Arc<Self> {
         let (tx, _) = broadcast::channel(config.channel_capacity.max(1));
         Arc::new(Feed {
-            ring: Mutex::new(VecDeque::with_capacity(config.ring_capacity)),
+            ring: Mutex::new(Ring {
+                events: VecDeque::with_capacity(config.ring_capacity.min(4096)),
+                bytes: 0,
+            }),
             config,
             tx: Mutex::new(tx),
             latest: AtomicU64::new(start.0),
@@ -164,11 +190,16 @@ impl Feed {
             let rev = ev.revision;
             {
                 let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-                if ring.len() == self.config.ring_capacity {
-                    ring.pop_front();
-                }
                 if self.config.ring_capacity > 0 {
-                    ring.push_back(ev.clone());
+                    ring.bytes += ev.size();
+                    ring.events.push_back(ev.clone());
+                }
+                while ring.events.len() > self.config.ring_capacity
+                    || (ring.bytes > self.config.ring_max_bytes && !ring.events.is_empty())
+                {
+                    if let Some(old) = ring.events.pop_front() {
+                        ring.bytes -= old.size();
+                    }
                 }
             }
             // No receivers is fine.
@@ -189,14 +220,19 @@ impl Feed {
     pub fn reset(&self, rev: Revision) {
         let (tx, _) = broadcast::channel(self.config.channel_capacity.max(1));
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = tx;
-        self.ring.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Ring::default();
         self.latest.fetch_max(rev.0, Ordering::AcqRel);
     }
 
     fn ring_after(&self, from: Revision) -> (Option<Revision>, Vec<Arc<Event>>) {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let first = ring.front().map(|e| e.revision);
-        let events = ring.iter().filter(|e| e.revision > from).cloned().collect();
+        let first = ring.events.front().map(|e| e.revision);
+        let events = ring
+            .events
+            .iter()
+            .filter(|e| e.revision > from)
+            .cloned()
+            .collect();
         (first, events)
     }
 
@@ -498,6 +534,72 @@ mod tests {
         let mut other_ns = ev(5, EventKind::Added, &[("team", "a")], None);
         other_ns.key.namespace = "elsewhere".into();
         assert_eq!(project(&other_ns, &r), None);
+    }
+
+    #[tokio::test]
+    async fn the_ring_is_bounded_in_bytes_and_older_events_replay_from_history() {
+        use tokio_stream::StreamExt;
+        struct VecHistory(Vec<Event>);
+        #[async_trait::async_trait]
+        impl History for VecHistory {
+            async fn events(
+                &self,
+                from: Revision,
+                until: Revision,
+                limit: usize,
+            ) -> Result<Vec<Event>> {
+                Ok(self
+                    .0
+                    .iter()
+                    .filter(|e| e.revision > from && e.revision <= until)
+                    .take(limit)
+                    .cloned()
+                    .collect())
+            }
+            async fn compacted(&self) -> Result<Revision> {
+                Ok(Revision(0))
+            }
+        }
+        let events: Vec<Event> = (1..=10)
+            .map(|r| ev(r, EventKind::Added, &[], None))
+            .collect();
+        let size = events[0].size();
+        let feed = Feed::new(
+            FeedConfig {
+                ring_capacity: 100,
+                ring_max_bytes: 3 * size + size / 2,
+                ..Default::default()
+            },
+            Revision(0),
+        );
+        feed.publish(events.clone());
+        let (first, kept) = feed.ring_after(Revision(0));
+        assert_eq!(first, Some(Revision(8)), "the newest three fit");
+        assert_eq!(kept.len(), 3);
+        assert!(feed.ring.lock().unwrap().bytes <= 3 * size + size / 2);
+        // A watch from before the ring gets every event once, in order.
+        let mut w = feed.watch(
+            WatchRequest {
+                from: Revision(0),
+                ..req("")
+            },
+            Arc::new(VecHistory(events)),
+        );
+        let mut revs = Vec::new();
+        while revs.len() < 10 {
+            match w.next().await {
+                Some(WatchItem::Event { revision, .. }) => revs.push(revision.0),
+                Some(WatchItem::Bookmark(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(revs, (1..=10).collect::<Vec<_>>());
+        // An event larger than the whole budget is not kept at all.
+        let mut big = ev(11, EventKind::Added, &[], None);
+        big.current.object = Bytes::from(vec![b' '; 4 * size]);
+        feed.publish(vec![big]);
+        assert_eq!(feed.ring_after(Revision(0)).0, None);
+        assert_eq!(feed.ring.lock().unwrap().bytes, 0);
     }
 
     #[tokio::test]
