@@ -170,6 +170,7 @@ async fn migrate_from(
                 parent_uid: None,
                 source,
                 renamed_from: renamed.then_some(p.name),
+                managed_fields: None,
             },
             progress,
         )
@@ -289,6 +290,7 @@ async fn migrate_from(
                 parent_uid: Some(pipeline_id),
                 source,
                 renamed_from: renamed.then_some(vname),
+                managed_fields: None,
             },
             progress,
         )

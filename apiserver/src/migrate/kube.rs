@@ -3,8 +3,8 @@
 //! APIService takes the group over. Nothing is written to the cluster.
 //!
 //! Object -> object: uid, name, namespace (after `--namespace-map`), labels, annotations,
-//! finalizers, creationTimestamp and spec are kept; resourceVersion, generation and
-//! managedFields are the target's own; owner references and the pipeline labels are set again
+//! finalizers, creationTimestamp, managedFields (so field ownership moves with the object) and
+//! spec are kept; resourceVersion and generation are the target's own; owner references and the pipeline labels are set again
 //! from the parent (the same uid, since the parent keeps its uid). A version whose
 //! `PipelineVersionStatus` condition says anything but `READY` (KFP's CREATING, DELETING) is
 //! skipped; one without a status (applied with kubectl or GitOps) is migrated and gets `READY`,
@@ -212,6 +212,7 @@ fn identity(o: &Value, kind: &str) -> Result<Timestamp, Skip> {
 /// A Pipeline to migrate, or why not.
 pub fn pipeline_candidate(p: &Value, namespaces: &Namespaces) -> Result<Candidate, Skip> {
     let created = identity(p, Pipeline::KIND)?;
+    let managed_fields = p.pointer("/metadata/managedFields").cloned();
     let target = namespaces.target(str_at(p, "/metadata/namespace"));
     Ok(Candidate {
         kind: Kind::Pipeline,
@@ -228,6 +229,7 @@ pub fn pipeline_candidate(p: &Value, namespaces: &Namespaces) -> Result<Candidat
         created,
         parent_uid: None,
         renamed_from: None,
+        managed_fields,
     })
 }
 
@@ -239,6 +241,7 @@ pub fn version_candidate(
     namespaces: &Namespaces,
 ) -> Result<Candidate, Skip> {
     let created = identity(v, PipelineVersion::KIND)?;
+    let managed_fields = v.pointer("/metadata/managedFields").cloned();
     let source = describe(PipelineVersion::KIND, v);
     let ns = str_at(v, "/metadata/namespace").to_owned();
     let pipeline = str_at(v, "/spec/pipelineName").to_owned();
@@ -277,6 +280,7 @@ pub fn version_candidate(
         parent_uid: Some(parent_uid.clone()),
         source,
         renamed_from: None,
+        managed_fields,
     })
 }
 

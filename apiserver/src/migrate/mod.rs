@@ -52,6 +52,9 @@ pub struct Candidate {
     pub source: String,
     /// The name was changed to be a Kubernetes name: the original.
     pub renamed_from: Option<String>,
+    /// The source's `managedFields`, kept as they were (a Kubernetes source); `None` records
+    /// the migration as an Update by [`MANAGER`].
+    pub managed_fields: Option<Value>,
 }
 
 /// A candidate as the report keeps it: everything but its body.
@@ -499,7 +502,14 @@ impl Migrator {
                         now: c.created,
                     };
                     match registry
-                        .create_preserving(res, &c.namespace, c.body.clone(), &ctx, opts)
+                        .create_preserving(
+                            res,
+                            &c.namespace,
+                            c.body.clone(),
+                            &ctx,
+                            opts,
+                            c.managed_fields.as_ref(),
+                        )
                         .await
                     {
                         Ok(_) => Outcome::Created,

@@ -429,8 +429,10 @@ impl Registry {
 
     /// Creates an object that keeps the identity it had elsewhere (a migration): the uid and
     /// creation time of `ctx`, every other rule as a create (decoding, defaults, validation,
-    /// owner reference and labels from the parent, managedFields for `opts.manager`). A
-    /// dependent's parent must exist and not be deleting. Returns what was stored.
+    /// owner reference and labels from the parent). Its managedFields are `managed_fields` (the
+    /// source's, kept as they were, so field ownership moves with the object) when given and
+    /// valid, else an Update by `opts.manager`. A dependent's parent must exist and not be
+    /// deleting. Returns what was stored.
     pub async fn create_preserving(
         &self,
         res: &'static Resource,
@@ -438,6 +440,7 @@ impl Registry {
         body: Value,
         ctx: &CreateContext,
         opts: &WriteOptions,
+        managed_fields: Option<&Value>,
     ) -> Result<Object> {
         let parent = self.lookup_parent(res, ns, &body).await?;
         let state = match &parent {
@@ -455,7 +458,12 @@ impl Registry {
             Parent::Missing(_) => ParentState::Missing,
             Parent::NotNeeded => ParentState::Unknown,
         };
-        let prepared = prepare_new(res, ns, body, opts, state, None, ctx)?;
+        let mut prepared = prepare_new(res, ns, body, opts, state, None, ctx)?;
+        if let Some(kept) = managed_fields.and_then(|mf| {
+            managed::Managers::decode(&serde_json::json!({"metadata": {"managedFields": mf}}))
+        }) {
+            managed::store(&mut prepared.object, &kept);
+        }
         if opts.dry_run {
             return Ok(Object {
                 key: Key::new(res.plural, ns, &prepared.name),
