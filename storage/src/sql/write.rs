@@ -103,98 +103,44 @@ impl SqlStore {
         let db = &self.inner.db;
         let d = db.dialect;
         let rev = allocate(tx, d).await?;
-        let existing = sqlx::query(d.sql(
-            "SELECT uid, revision, value FROM kfp_objects WHERE resource = ? AND namespace = ? AND name = ?",
-        ))
-        .bind(&key.resource)
-        .bind(&key.namespace)
-        .bind(&key.name)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db_err)?
-        .map(|r| -> Result<(String, i64, String)> {
-            Ok((
-                r.try_get(0).map_err(db_err)?,
-                r.try_get(1).map_err(db_err)?,
-                r.try_get(2).map_err(db_err)?,
-            ))
-        })
-        .transpose()?;
-        let check = |pre: &Preconditions, uid: &str, old_rev: i64| -> Result<()> {
-            if let Some(want) = &pre.uid
-                && want != uid
-            {
-                return Err(StoreError::Conflict {
-                    key: key.clone(),
-                    message: format!(
-                        "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-                    ),
-                });
-            }
-            if let Some(want) = pre.resource_version
-                && want.0 as i64 != old_rev
-            {
-                return Err(StoreError::Conflict {
-                        key: key.clone(),
-                        message: "the object has been modified; please apply your changes to the latest version and try again".into(),
-                    });
-            }
-            Ok(())
-        };
-        let (kind, mut object, prev, uid) = match op {
-            Op::Create(object) => {
-                if existing.is_some() {
-                    return Err(StoreError::AlreadyExists(key.clone()));
-                }
-                let uid = uid_of(&object);
-                (EventKind::Added, object, None, uid)
-            }
-            Op::Update(object, pre) => {
-                let Some((uid, old_rev, old)) = existing else {
-                    return Err(StoreError::NotFound(key.clone()));
-                };
-                check(&pre, &uid, old_rev)?;
-                (EventKind::Modified, object, Some(old), uid)
-            }
-            Op::Delete(pre) => {
-                let Some((uid, old_rev, old)) = existing else {
-                    return Err(StoreError::NotFound(key.clone()));
-                };
-                check(&pre, &uid, old_rev)?;
-                let last: Value = serde_json::from_str(&old)
-                    .map_err(|e| StoreError::Internal(format!("stored {key} is not JSON: {e}")))?;
-                (EventKind::Deleted, last, Some(old), uid)
-            }
-        };
-        set_resource_version(&mut object, rev as u64);
-        let text = serde_json::to_string(&object)
-            .map_err(|e| StoreError::Internal(format!("cannot encode {key}: {e}")))?;
-        let idx = index_fields(db.indexer.as_ref(), &key.resource, &object);
-        match kind {
+        let existing = sqlx::query(d.sql(SELECT_EXISTING))
+            .bind(&key.resource)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db_err)?
+            .map(|r| -> Result<Existing> {
+                Ok(Existing {
+                    uid: r.try_get(0).map_err(db_err)?,
+                    revision: r.try_get(1).map_err(db_err)?,
+                    value: r.try_get(2).map_err(db_err)?,
+                })
+            })
+            .transpose()?;
+        let w = plan(db.indexer.as_ref(), key, op, existing, rev)?;
+        let idx = &w.idx;
+        match w.kind {
             EventKind::Added | EventKind::Modified => {
-                if kind == EventKind::Modified {
+                if w.kind == EventKind::Modified {
                     delete_key(tx, d, "kfp_objects", key).await?;
                 }
-                let inserted = sqlx::query(d.sql(
-                    "INSERT INTO kfp_objects (resource, namespace, name, uid, revision, created_at, \
-                     title, parent_name, parent_uid, alias, detail, title_folded, value) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ))
-                .bind(&key.resource)
-                .bind(&key.namespace)
-                .bind(&key.name)
-                .bind(&idx.uid)
-                .bind(rev)
-                .bind(idx.created_at)
-                .bind(&idx.columns.title)
-                .bind(&idx.columns.parent_name)
-                .bind(&idx.columns.parent_uid)
-                .bind(&idx.columns.alias)
-                .bind(&idx.columns.detail)
-                .bind(idx.columns.title.to_lowercase())
-                .bind(&text)
-                .execute(&mut **tx)
-                .await;
+                let inserted = sqlx::query(d.sql(INSERT_OBJECT))
+                    .bind(&key.resource)
+                    .bind(&key.namespace)
+                    .bind(&key.name)
+                    .bind(&idx.uid)
+                    .bind(rev)
+                    .bind(idx.created_at)
+                    .bind(&idx.columns.title)
+                    .bind(&idx.columns.parent_name)
+                    .bind(&idx.columns.parent_uid)
+                    .bind(&idx.columns.alias)
+                    .bind(&idx.columns.detail)
+                    .bind(idx.columns.title.to_lowercase())
+                    .bind(&w.text)
+                    .execute(&mut **tx)
+                    .await;
                 if let Err(e) = inserted {
                     if let sqlx::Error::Database(dbe) = &e
                         && dbe.is_unique_violation()
@@ -203,7 +149,7 @@ impl SqlStore {
                     }
                     return Err(db_err(e));
                 }
-                let modified = kind == EventKind::Modified;
+                let modified = w.kind == EventKind::Modified;
                 if !modified {
                     count(tx, d, key, 1).await?;
                 }
@@ -217,28 +163,128 @@ impl SqlStore {
                 delete_key(tx, d, TERMS.0, key).await?;
             }
         }
-        sqlx::query(d.sql(
-            "INSERT INTO kfp_changes (revision, resource, namespace, name, event, value, prev_value, created_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(rev)
-        .bind(&key.resource)
-        .bind(&key.namespace)
-        .bind(&key.name)
-        .bind(kind.as_str())
-        .bind(&text)
-        .bind(prev)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await
-        .map_err(db_err)?;
-        Ok(Object {
-            key: key.clone(),
-            uid,
-            revision: Revision(rev as u64),
-            data: Bytes::from(text),
-        })
+        sqlx::query(d.sql(INSERT_CHANGE))
+            .bind(rev)
+            .bind(&key.resource)
+            .bind(&key.namespace)
+            .bind(&key.name)
+            .bind(w.kind.as_str())
+            .bind(&w.text)
+            .bind(&w.prev)
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        Ok(w.into_object(key, rev))
     }
+}
+
+/// The row a write replaces, read inside its transaction.
+pub(super) struct Existing {
+    pub uid: String,
+    pub revision: i64,
+    pub value: String,
+}
+
+/// A write decided: what to store, before any statement runs (the same for every executor).
+pub(super) struct Planned {
+    pub kind: EventKind,
+    /// The object's JSON with its new resourceVersion.
+    pub text: String,
+    /// The replaced object's JSON (updates and deletes).
+    pub prev: Option<String>,
+    pub uid: String,
+    pub idx: crate::index::IndexFields,
+}
+
+impl Planned {
+    pub(super) fn into_object(self, key: &Key, rev: i64) -> Object {
+        Object {
+            key: key.clone(),
+            uid: self.uid,
+            revision: Revision(rev as u64),
+            data: Bytes::from(self.text),
+        }
+    }
+}
+
+pub(super) const SELECT_EXISTING: &str =
+    "SELECT uid, revision, value FROM kfp_objects WHERE resource = ? AND namespace = ? AND name = ?";
+pub(super) const INSERT_OBJECT: &str = "INSERT INTO kfp_objects (resource, namespace, name, uid, revision, created_at, \
+     title, parent_name, parent_uid, alias, detail, title_folded, value) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+pub(super) const INSERT_CHANGE: &str = "INSERT INTO kfp_changes (revision, resource, namespace, name, event, value, prev_value, created_ms) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+/// SQLite and PostgreSQL (MySQL has its own, [`count`]).
+pub(super) const UPSERT_COUNT: &str = "INSERT INTO kfp_counts (resource, namespace, n) VALUES (?, ?, ?) \
+     ON CONFLICT (resource, namespace) DO UPDATE SET n = kfp_counts.n + ?";
+
+/// Checks `op`'s preconditions against the row it replaces and makes the object to store at
+/// revision `rev`.
+pub(super) fn plan(
+    indexer: &dyn crate::index::Indexer,
+    key: &Key,
+    op: Op,
+    existing: Option<Existing>,
+    rev: i64,
+) -> Result<Planned> {
+    let check = |pre: &Preconditions, uid: &str, old_rev: i64| -> Result<()> {
+        if let Some(want) = &pre.uid
+            && want != uid
+        {
+            return Err(StoreError::Conflict {
+                key: key.clone(),
+                message: format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                ),
+            });
+        }
+        if let Some(want) = pre.resource_version
+            && want.0 as i64 != old_rev
+        {
+            return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+                });
+        }
+        Ok(())
+    };
+    let (kind, mut object, prev, uid) = match op {
+        Op::Create(object) => {
+            if existing.is_some() {
+                return Err(StoreError::AlreadyExists(key.clone()));
+            }
+            let uid = uid_of(&object);
+            (EventKind::Added, object, None, uid)
+        }
+        Op::Update(object, pre) => {
+            let Some(e) = existing else {
+                return Err(StoreError::NotFound(key.clone()));
+            };
+            check(&pre, &e.uid, e.revision)?;
+            (EventKind::Modified, object, Some(e.value), e.uid)
+        }
+        Op::Delete(pre) => {
+            let Some(e) = existing else {
+                return Err(StoreError::NotFound(key.clone()));
+            };
+            check(&pre, &e.uid, e.revision)?;
+            let last: Value = serde_json::from_str(&e.value)
+                .map_err(|err| StoreError::Internal(format!("stored {key} is not JSON: {err}")))?;
+            (EventKind::Deleted, last, Some(e.value), e.uid)
+        }
+    };
+    set_resource_version(&mut object, rev as u64);
+    let text = serde_json::to_string(&object)
+        .map_err(|e| StoreError::Internal(format!("cannot encode {key}: {e}")))?;
+    let idx = index_fields(indexer, &key.resource, &object);
+    Ok(Planned {
+        kind,
+        text,
+        prev,
+        uid,
+        idx,
+    })
 }
 
 /// Re-derives every object's index columns and terms with the current indexer when a migration
@@ -363,10 +409,7 @@ async fn count(
             "INSERT INTO kfp_counts (resource, namespace, n) VALUES (?, ?, ?) \
              ON DUPLICATE KEY UPDATE n = n + ?"
         }
-        Dialect::Sqlite | Dialect::Postgres => {
-            "INSERT INTO kfp_counts (resource, namespace, n) VALUES (?, ?, ?) \
-             ON CONFLICT (resource, namespace) DO UPDATE SET n = kfp_counts.n + ?"
-        }
+        Dialect::Sqlite | Dialect::Postgres => UPSERT_COUNT,
     };
     sqlx::query(d.sql(sql))
         .bind(&key.resource)
