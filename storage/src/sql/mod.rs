@@ -21,6 +21,7 @@ mod schema;
 mod sorted;
 mod tail;
 mod write;
+mod writer;
 
 use std::sync::{Arc, Once};
 use std::time::Duration;
@@ -129,6 +130,8 @@ struct Inner {
     wake: Arc<Notify>,
     /// SQLite only: one writer at a time in this process.
     write_lock: tokio::sync::Mutex<()>,
+    /// SQLite files: the writer thread ([`writer`]); taken away by `close`.
+    writer: std::sync::Mutex<Option<writer::Writer>>,
     /// When the last write failed with a database error (a full disk, an I/O error), unless
     /// one has succeeded since: `ping` fails for [`WRITE_FAULT_WINDOW`] after it.
     write_fault: std::sync::Mutex<Option<std::time::Instant>>,
@@ -202,7 +205,8 @@ impl SqlStore {
             .map_err(db_err)?;
         schema::migrate(&pool, dialect).await?;
         let point = sqlite_path
-            .and_then(|path| point::PointReader::open(&path, &url))
+            .as_deref()
+            .and_then(|path| point::PointReader::open(path, &url))
             .map(Arc::new);
         let db = Db {
             pool,
@@ -223,12 +227,19 @@ impl SqlStore {
         if dialect == Dialect::Postgres {
             tasks.push(tokio::spawn(listen(config.url.clone(), wake.clone())));
         }
+        let writer = sqlite_path.as_deref().and_then(|path| {
+            let wake = wake.clone();
+            writer::Writer::start(path, &url, config.indexer.clone(), move || {
+                wake.notify_one()
+            })
+        });
         Ok(SqlStore {
             inner: Arc::new(Inner {
                 db,
                 feed,
                 wake,
                 write_lock: tokio::sync::Mutex::new(()),
+                writer: std::sync::Mutex::new(writer),
                 write_fault: std::sync::Mutex::new(None),
                 tasks,
             }),
@@ -318,6 +329,12 @@ impl Store for SqlStore {
     }
 
     async fn close(&self) {
+        // The writer thread ends once this last handle is gone and its queue is done.
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         for t in &self.inner.tasks {
             t.abort();
         }

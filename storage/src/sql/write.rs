@@ -33,6 +33,17 @@ impl SqlStore {
     /// Several writes in one transaction: all commit, each at its own revision in order, or
     /// none does.
     pub(super) async fn write_all(&self, ops: Vec<(Key, Op)>) -> Result<Vec<Object>> {
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(w) = writer {
+            let result = w.write(ops).await;
+            self.note_fault(&result);
+            return result;
+        }
         let _guard = match self.inner.db.dialect {
             Dialect::Sqlite => Some(self.inner.write_lock.lock().await),
             _ => None,
@@ -43,12 +54,9 @@ impl SqlStore {
         result
     }
 
-    /// Keeps the connection and the fault flag honest after a write transaction.
-    async fn after_write<T>(
-        &self,
-        conn: sqlx::pool::PoolConnection<sqlx::Any>,
-        result: &Result<T>,
-    ) {
+    /// A write that failed with a database error makes the store unready for a while; one that
+    /// succeeded clears that (`ping`).
+    fn note_fault<T>(&self, result: &Result<T>) {
         let fault = |v: Option<std::time::Instant>| {
             *self
                 .inner
@@ -58,16 +66,27 @@ impl SqlStore {
         };
         match result {
             Err(StoreError::Internal(_) | StoreError::Unavailable(_)) => {
-                fault(Some(std::time::Instant::now()));
-                // A connection that saw a database error (a full disk, an I/O error) is
-                // closed, never handed to the next write: SQLite may have rolled the
-                // transaction back by itself or left it open, and a later write on that
-                // connection must not inherit either state (measured: after a full disk,
-                // writes acknowledged on such a connection were gone after a restart).
-                let _ = conn.close().await;
+                fault(Some(std::time::Instant::now()))
             }
             Ok(_) => fault(None),
             Err(_) => {}
+        }
+    }
+
+    /// Keeps the connection and the fault flag honest after a write transaction.
+    async fn after_write<T>(
+        &self,
+        conn: sqlx::pool::PoolConnection<sqlx::Any>,
+        result: &Result<T>,
+    ) {
+        self.note_fault(result);
+        if let Err(StoreError::Internal(_) | StoreError::Unavailable(_)) = result {
+            // A connection that saw a database error (a full disk, an I/O error) is closed,
+            // never handed to the next write: SQLite may have rolled the transaction back by
+            // itself or left it open, and a later write on that connection must not inherit
+            // either state (measured: after a full disk, writes acknowledged on such a
+            // connection were gone after a restart).
+            let _ = conn.close().await;
         }
     }
 
@@ -208,8 +227,7 @@ impl Planned {
     }
 }
 
-pub(super) const SELECT_EXISTING: &str =
-    "SELECT uid, revision, value FROM kfp_objects WHERE resource = ? AND namespace = ? AND name = ?";
+pub(super) const SELECT_EXISTING: &str = "SELECT uid, revision, value FROM kfp_objects WHERE resource = ? AND namespace = ? AND name = ?";
 pub(super) const INSERT_OBJECT: &str = "INSERT INTO kfp_objects (resource, namespace, name, uid, revision, created_at, \
      title, parent_name, parent_uid, alias, detail, title_folded, value) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
