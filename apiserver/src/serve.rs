@@ -311,16 +311,19 @@ async fn lookup_extension_auth(
     }
 }
 
+/// The configuration a kubeconfig file's current context gives.
+pub(crate) async fn kubeconfig_file(p: &std::path::Path) -> anyhow::Result<kube::Config> {
+    let kc = kube::config::Kubeconfig::read_from(p)
+        .with_context(|| format!("reading the kubeconfig {}", p.display()))?;
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading the kubeconfig {}", p.display()))
+}
+
 /// A client for the host cluster from a kubeconfig, or the in-cluster configuration.
 async fn host_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     let config = match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading the kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading the kubeconfig {}", p.display()))?
-        }
+        Some(p) => kubeconfig_file(p).await?,
         None => kube::Config::incluster().context("the in-cluster configuration")?,
     };
     kube::Client::try_from(config).context("a client for the host cluster")

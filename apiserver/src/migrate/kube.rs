@@ -53,13 +53,7 @@ pub fn kubeconfig_of(url: &str) -> Result<Option<std::path::PathBuf>, String> {
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
     use anyhow::Context;
     let config = match kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading the kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("loading the kubeconfig {}", p.display()))?
-        }
+        Some(p) => crate::serve::kubeconfig_file(p).await?,
         None => kube::Config::infer().await.context(
             "no kubeconfig given and none found (in-cluster, $KUBECONFIG, ~/.kube/config)",
         )?,
