@@ -11,6 +11,8 @@
 //! - [`feed`]: the change feed: tails `changes` into an in-memory ring and fans events out to
 //!   watchers, with replay from the database, bookmarks and 410 on lag or compaction.
 //! - [`compactor`]: periodic compaction past a horizon of revisions and age.
+//! - [`crd`]: the CRD backend (`kube://`): custom resources in the host cluster, with a
+//!   watch-driven cache for sorted queries.
 //! - [`sql`]: the sqlx backend (SQLite embedded, PostgreSQL, MySQL/MariaDB) with one global,
 //!   strictly increasing revision allocated inside the writing transaction.
 //! - `testing` (feature `testing`): the store conformance suite as one function over any
@@ -27,6 +29,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub mod compactor;
+pub mod crd;
 pub mod feed;
 pub mod index;
 pub mod query;
@@ -295,6 +298,8 @@ pub struct Backend {
 pub enum BackendKind {
     /// [`SqlStore`].
     Sql,
+    /// [`crd::CrdStore`]: custom resources in the host cluster.
+    Crd,
 }
 
 /// The URL schemes [`open`] knows: scheme, backend, what the URL looks like.
@@ -312,6 +317,11 @@ pub const SCHEMES: &[(&str, BackendKind, &str)] = &[
         "mysql://USER:PASS@HOST/DB (MySQL or MariaDB)",
     ),
     ("mariadb", BackendKind::Sql, "mariadb://USER:PASS@HOST/DB"),
+    (
+        "kube",
+        BackendKind::Crd,
+        "kube://[?kubeconfig=PATH&namespace-prefix=P] (custom resources in the host cluster)",
+    ),
 ];
 
 /// The backend a store URL names, by its scheme.
@@ -343,5 +353,9 @@ pub async fn open(config: sql::StoreConfig) -> Result<Backend> {
                 maintenance: Some(s),
             })
         }
+        BackendKind::Crd => Ok(Backend {
+            store: Arc::new(crd::CrdStore::open(config).await?),
+            maintenance: None,
+        }),
     }
 }

@@ -58,6 +58,8 @@ pub struct StoreConfig {
     pub feed: FeedConfig,
     /// What fills the generic index columns of each resource.
     pub indexer: Arc<dyn Indexer>,
+    /// The CRD backend's envelope kind of each resource (plural -> kind); SQL ignores it.
+    pub kinds: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -82,6 +84,7 @@ impl StoreConfig {
             acquire_timeout: Duration::from_secs(5),
             feed: FeedConfig::default(),
             indexer: Arc::new(NoIndex),
+            kinds: Default::default(),
         }
     }
 }

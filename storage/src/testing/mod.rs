@@ -10,6 +10,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+pub mod host;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -1096,10 +1098,12 @@ async fn age_based_compaction_target(h: &dyn Harness) {
             at: ReadAt::Exact(Revision(o.revision.0 - 1)),
             ..Default::default()
         };
+        let got = s.list(&old).await;
         assert!(
-            matches!(s.list(&old).await, Err(StoreError::Gone { .. })),
-            "{}",
-            b.name
+            matches!(got, Err(StoreError::Gone { .. })),
+            "{}: {:?}",
+            b.name,
+            got.map(|p| p.revision)
         );
     }
 }
