@@ -46,10 +46,15 @@ pub struct ServeOptions {
     /// Where `--dev` keeps its database, certificates and kubeconfig.
     #[arg(long, default_value = ".kfp-apiserver")]
     pub data_dir: PathBuf,
-    /// The store: `sqlite://PATH`, `postgres://...` or `mysql://...` (with `--dev`: SQLite in the
-    /// data directory unless given).
+    /// The store: `sqlite://PATH`, `postgres://...`, `mysql://...`, or `kube://[?kubeconfig=PATH&
+    /// namespace-prefix=P]` for custom resources in the host cluster (with `--dev`: SQLite in
+    /// the data directory unless given).
     #[arg(long, env = "KFP_APISERVER_STORE")]
     pub store: Option<String>,
+    /// With a `kube://` store: create or update its CustomResourceDefinitions
+    /// (`storage.pipelines.kubeflow.org`) by server-side apply before starting.
+    #[arg(long)]
+    pub install_crds: bool,
     /// Serving certificate (PEM); reloaded when the file changes.
     #[arg(long)]
     pub tls_cert_file: Option<PathBuf>,

@@ -197,6 +197,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     config.feed.channel_capacity = opts.watch_channel_capacity.max(1);
     config.feed.bookmark_interval =
         Duration::from_secs(opts.watch_bookmark_interval_seconds.max(1));
+    if opts.install_crds {
+        let loc = kfp_storage::crd::Location::parse(&store_url)
+            .context("--install-crds needs a kube:// store")?;
+        let client = kfp_storage::crd::client(&loc).await?;
+        kfp_storage::crd::CrdStore::install_definitions(&client, &config.kinds)
+            .await
+            .context("installing the kube:// store's CustomResourceDefinitions")?;
+    }
     let backend = kfp_storage::open(config)
         .await
         .context("opening the store")?;

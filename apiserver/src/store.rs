@@ -35,7 +35,16 @@ impl Indexer for TableIndexer {
 pub fn config(url: &str) -> StoreConfig {
     let mut c = StoreConfig::new(url);
     c.indexer = Arc::new(TableIndexer);
+    c.kinds = envelope_kinds();
     c
+}
+
+/// The kube:// store's envelope kind of every resource: its kind + `Record`, same plural.
+pub fn envelope_kinds() -> std::collections::BTreeMap<String, String> {
+    kfp_apiservice::resource::RESOURCES
+        .iter()
+        .map(|r| (r.plural.to_owned(), format!("{}Record", r.kind)))
+        .collect()
 }
 
 /// What each of a resource's selectable fields compares in the store.

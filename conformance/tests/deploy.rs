@@ -266,18 +266,7 @@ fn check_install(dir: &str, replicas: i64) -> BTreeMap<String, Value> {
 #[test]
 fn the_postgres_install_renders_and_fits_together() {
     let o = check_install("overlays/postgres", 2);
-    let url = get(&o, "Secret/kubeflow/kfp-apiserver-store")["stringData"]["url"]
-        .as_str()
-        .map(str::to_owned)
-        .or_else(|| {
-            use base64::Engine;
-            let data = get(&o, "Secret/kubeflow/kfp-apiserver-store")["data"]["url"].as_str()?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data)
-                .ok()?;
-            String::from_utf8(bytes).ok()
-        })
-        .expect("url");
+    let url = store_url(&o);
     assert!(url.starts_with("postgres://"), "{url}");
     assert!(
         url.contains("kfp-apiserver-postgres.kubeflow.svc:5432"),
@@ -285,6 +274,52 @@ fn the_postgres_install_renders_and_fits_together() {
     );
     get(&o, "StatefulSet/kubeflow/kfp-apiserver-postgres");
     get(&o, "Service/kubeflow/kfp-apiserver-postgres");
+}
+
+/// The store URL of an install's Secret.
+fn store_url(o: &BTreeMap<String, Value>) -> String {
+    get(o, "Secret/kubeflow/kfp-apiserver-store")["stringData"]["url"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            use base64::Engine;
+            let data = get(o, "Secret/kubeflow/kfp-apiserver-store")["data"]["url"].as_str()?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .ok()?;
+            String::from_utf8(bytes).ok()
+        })
+        .expect("url")
+}
+
+/// The kube:// install: the records' definitions exactly as the server would install them,
+/// and RBAC for its ServiceAccount on them.
+#[test]
+fn the_crd_store_install_carries_its_record_definitions_and_rbac() {
+    let o = check_install("overlays/crd-store", 2);
+    assert_eq!(store_url(&o), "kube://");
+    for r in kfp_apiservice::resource::RESOURCES {
+        let name = format!(
+            "CustomResourceDefinition//{}.storage.pipelines.kubeflow.org",
+            r.plural
+        );
+        assert_eq!(
+            *get(&o, &name),
+            kfp_storage::crd::definition(r.plural, &format!("{}Record", r.kind)),
+            "{name} as kfp_storage::crd::definition makes it"
+        );
+    }
+    let role = get(&o, "ClusterRole//kfp-apiserver:records");
+    let verbs = &role["rules"][0]["verbs"];
+    for verb in ["get", "list", "watch", "create", "update", "delete"] {
+        assert!(
+            verbs.as_array().expect("verbs").iter().any(|v| v == verb),
+            "{verb}"
+        );
+    }
+    let binding = get(&o, "ClusterRoleBinding//kfp-apiserver:records");
+    assert_eq!(binding["subjects"][0]["name"], "kfp-apiserver");
+    assert_eq!(binding["subjects"][0]["namespace"], "kubeflow");
 }
 
 #[test]

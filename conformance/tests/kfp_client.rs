@@ -120,6 +120,107 @@ fn ok(r: &kfp_conformance::Run, what: &str) -> String {
 #[test]
 fn one_object_two_views_with_kubectl_and_kfp_client() {
     let s = start("kfp-cross-view", &["--kfp-multi-user"]);
+    one_object_two_views(&s);
+}
+
+/// A stand-in host cluster for the kube:// store (`kfp_storage::testing::host` over SQLite),
+/// on its own runtime; the definitions are not installed (the server does it).
+struct CrdHost {
+    kubeconfig: PathBuf,
+    records: std::sync::Arc<kfp_storage::SqlStore>,
+    host: kfp_storage::testing::host::Host,
+    rt: tokio::runtime::Runtime,
+}
+
+impl CrdHost {
+    fn start(name: &str) -> CrdHost {
+        let dir = std::env::temp_dir().join(format!("kfp-crd-host-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("host dir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let url = format!("sqlite://{}", dir.join("host.db").display());
+        let (records, host) = rt.block_on(async {
+            let records = std::sync::Arc::new(
+                kfp_storage::SqlStore::open(kfp_storage::StoreConfig::new(url))
+                    .await
+                    .expect("host store"),
+            );
+            let host = kfp_storage::testing::host::Host::start(records.clone(), &[]).await;
+            (records, host)
+        });
+        let kubeconfig = dir.join("host.kubeconfig");
+        host.write_kubeconfig(&kubeconfig);
+        CrdHost {
+            kubeconfig,
+            records,
+            host,
+            rt,
+        }
+    }
+
+    fn store_flag(&self) -> String {
+        format!("--store=kube://?kubeconfig={}", self.kubeconfig.display())
+    }
+
+    /// The records the host keeps of `plural`.
+    fn records(&self, plural: &str) -> Vec<Value> {
+        use kfp_storage::Store;
+        let req = kfp_storage::ListRequest {
+            resource: plural.into(),
+            ..Default::default()
+        };
+        let page = self
+            .rt
+            .block_on(self.records.list(&req))
+            .expect("host list");
+        page.items.iter().map(|o| o.json().expect("json")).collect()
+    }
+}
+
+/// The same two views with the server's objects kept as custom resources in a (stand-in) host
+/// cluster: `serve --store kube://... --install-crds`.
+#[test]
+fn one_object_two_views_on_the_crd_store() {
+    let host = CrdHost::start("cross-view");
+    let store = host.store_flag();
+    let s = start(
+        "kfp-cross-view-crd",
+        &["--kfp-multi-user", &store, "--install-crds"],
+    );
+    assert!(host.host.installed("pipelines") && host.host.installed("pipelineversions"));
+    one_object_two_views(&s);
+    // The host holds envelopes: the public object under .object, the host's own metadata.
+    let records = host.records("pipelineversions");
+    let from_kfp = records
+        .iter()
+        .find(|r| r["metadata"]["name"] == "from-kfp")
+        .expect("the upload is a record on the host");
+    assert_eq!(from_kfp["kind"], "PipelineVersionRecord");
+    assert_eq!(from_kfp["object"]["kind"], "PipelineVersion");
+    assert_ne!(
+        from_kfp["metadata"]["uid"],
+        from_kfp["object"]["metadata"]["uid"]
+    );
+    assert!(from_kfp["metadata"].get("ownerReferences").is_none());
+    assert!(from_kfp["object"]["metadata"]["ownerReferences"].is_array());
+}
+
+/// The whole kfp.Client suite with the objects in a (stand-in) host cluster.
+#[test]
+fn kfp_client_suite_on_the_crd_store() {
+    let host = CrdHost::start("kfp-client");
+    let store = host.store_flag();
+    let mut flags = URL_FLAGS.to_vec();
+    flags.extend([store.as_str(), "--install-crds"]);
+    let s = start("kfp-client-crd", &flags);
+    run_suite(&s, &[("KFP_PACKAGE_BASE", serve_corpus())]);
+}
+
+fn one_object_two_views(s: &DevServer) {
     // What kubectl applies (namespace kubeflow, the shared namespace here, and team-a)...
     for f in corpus_files("k8s") {
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -182,7 +283,7 @@ fn one_object_two_views_with_kubectl_and_kfp_client() {
     }
 
     let out = run_suite(
-        &s,
+        s,
         &[
             ("KFP_MULTI_USER", "1".into()),
             (

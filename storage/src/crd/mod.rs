@@ -168,6 +168,27 @@ pub(crate) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A client for the host a location names. Requests are not retried inside the client: 429, 503
+/// and 504 reach the caller at once (the server answers them with Retry-After), where kube's
+/// retry layer would hold a request for minutes on a too-large resourceVersion.
+pub async fn client(loc: &Location) -> Result<kube::Client> {
+    let mut config = match &loc.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| StoreError::Invalid(format!("kubeconfig {path}: {e}")))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| StoreError::Invalid(format!("kubeconfig {path}: {e}")))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| StoreError::Invalid(format!("no cluster configuration: {e}")))?,
+    };
+    config.default_retry = false;
+    kube::Client::try_from(config)
+        .map_err(|e| StoreError::Invalid(format!("a client for the host cluster: {e}")))
+}
+
 /// The CRD store.
 pub struct CrdStore {
     inner: Arc<Inner>,
@@ -187,24 +208,7 @@ impl CrdStore {
     /// Connects to the host `config.url` names and starts a cache per kind.
     pub async fn open(config: StoreConfig) -> Result<CrdStore> {
         let loc = Location::parse(&config.url)?;
-        let kube_config = match &loc.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| StoreError::Invalid(format!("kubeconfig {path}: {e}")))?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(|e| StoreError::Invalid(format!("kubeconfig {path}: {e}")))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| StoreError::Invalid(format!("no cluster configuration: {e}")))?,
-        };
-        let mut kube_config = kube_config;
-        // 429/503/504 answer our callers at once (the server turns them into Retry-After);
-        // kube's retry layer would hold a request for minutes on a TooLarge resourceVersion.
-        kube_config.default_retry = false;
-        let client = kube::Client::try_from(kube_config)
-            .map_err(|e| StoreError::Invalid(format!("a client for the host cluster: {e}")))?;
+        let client = client(&loc).await?;
         Self::with_client(client, loc.namespace_prefix, &config).await
     }
 
