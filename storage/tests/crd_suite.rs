@@ -4,9 +4,7 @@
 //! run; its idle watches bookmark every 20 ms, so "the revision a watch has passed" is seen
 //! through the host as a real cluster would show it (at its own bookmark interval).
 //!
-//! With `KFP_TEST_KUBECONFIG` naming a real cluster (with the CRDs installed), the same suite
-//! runs against it in namespaces under a fresh prefix; the compaction cases then skip their 410
-//! part, which only the test host can force.
+//! Not yet: the same suite against a real cluster (`KFP_TEST_KUBECONFIG`); see docs/status.md.
 
 mod common;
 
