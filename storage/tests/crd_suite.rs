@@ -104,4 +104,10 @@ async fn a_host_without_the_definitions_is_a_clear_error_until_they_are_installe
     assert!(host.installed("pipelineversions"));
     let opened = kfp_storage::open(config).await.unwrap();
     opened.store.ping().await.unwrap();
+    // An empty host (revision 0) is listed too: a uid lookup answers NotFound, not Unavailable.
+    let missing = opened.store.get_by_uid("pipelineversions", "nope").await;
+    assert!(
+        matches!(missing, Err(kfp_storage::StoreError::NotFound(_))),
+        "{missing:?}"
+    );
 }

@@ -41,6 +41,8 @@ struct State {
 
 pub(crate) struct Cache {
     resource: String,
+    /// Whether the first list has been applied.
+    listed: std::sync::atomic::AtomicBool,
     state: RwLock<State>,
     /// The newest revision the cache has applied (0 until the first list).
     seen: tokio::sync::watch::Sender<u64>,
@@ -50,6 +52,7 @@ impl Cache {
     pub(crate) fn new(resource: &str) -> Cache {
         Cache {
             resource: resource.to_owned(),
+            listed: Default::default(),
             state: RwLock::default(),
             seen: tokio::sync::watch::Sender::new(0),
         }
@@ -73,7 +76,17 @@ impl Cache {
 
     /// Waits until the first list has been applied.
     pub(crate) async fn synced(&self, timeout: Duration) -> Result<()> {
-        if self.wait_for(Revision(1), timeout).await {
+        use std::sync::atomic::Ordering;
+        let mut rx = self.seen.subscribe();
+        let wait = async {
+            while !self.listed.load(Ordering::Acquire) {
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        if tokio::time::timeout(timeout, wait).await.unwrap_or(false) {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(
@@ -268,6 +281,9 @@ pub(crate) async fn run(cache: Arc<Cache>, inner: Arc<Inner>) {
             state.tomb_order = std::mem::take(&mut s.tomb_order);
             *s = state;
         }
+        cache
+            .listed
+            .store(true, std::sync::atomic::Ordering::Release);
         cache.seen.send_modify(|r| *r = (*r).max(from.0));
         // Follow.
         loop {
@@ -276,6 +292,7 @@ pub(crate) async fn run(cache: Arc<Cache>, inner: Arc<Inner>) {
                 bookmarks: true,
                 ..Default::default()
             };
+            let started = tokio::time::Instant::now();
             let mut stream = match api.watch(&wp, &from.to_string()).await {
                 Ok(s) => s.boxed(),
                 Err(e) => {
@@ -325,10 +342,13 @@ pub(crate) async fn run(cache: Arc<Cache>, inner: Arc<Inner>) {
                     }
                     Err(e) => {
                         tracing::warn!(resource = %cache.resource, error = %e, "kube:// cache watch");
-                        retry().await;
                         break;
                     }
                 }
+            }
+            // A host that ends watches at once (or fails them) is asked again once a second.
+            if started.elapsed() < Duration::from_secs(1) {
+                retry().await;
             }
         }
     }

@@ -759,6 +759,7 @@ impl Store for CrdStore {
                 .map(|d| tokio::time::Instant::now() + d);
             let mut bookmarked = deadline.is_none();
             loop {
+                let started = tokio::time::Instant::now();
                 let from_rv = from.to_string();
                 let stream = tokio::select! {
                     s = api.watch(&wp, &from_rv) => s,
@@ -805,6 +806,14 @@ impl Store for CrdStore {
                     }
                     if tx.send(item).await.is_err() {
                         return;
+                    }
+                }
+                // The host ended the watch (its timeout): renew it from the last revision,
+                // but not more than once a second.
+                if started.elapsed() < Duration::from_secs(1) {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        () = tx.closed() => return,
                     }
                 }
             }
