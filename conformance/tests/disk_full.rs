@@ -94,10 +94,20 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_recover() {
     // A watcher from the start: every event it is shown must be a committed write.
     let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // From the list's revision, not "0": a watch from "0" starts with the existing objects as
+    // ADDED in name order (as kube-apiserver's), whose revisions need not increase, and the
+    // writers below may already have created some when the watch request arrives.
+    let start = api
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("list revision");
     let watcher = {
         let (api, seen, watch_stop) = (api.clone(), seen.clone(), watch_stop.clone());
         tokio::spawn(async move {
-            let mut from = "0".to_owned();
+            let mut from = start;
             while !watch_stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let Ok(stream) = api.watch(&WatchParams::default().timeout(5), &from).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
