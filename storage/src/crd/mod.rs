@@ -147,25 +147,9 @@ impl Location {
 }
 
 pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A client for the host a location names. Requests are not retried inside the client: 429, 503
@@ -493,7 +477,8 @@ pub(crate) fn parse_rv(rv: Option<&str>) -> Result<Revision> {
 
 /// The first decimal number in `s` after `after`.
 fn number_after(s: &str, after: &str) -> Option<u64> {
-    let i = s.to_lowercase().find(after)? + after.len();
+    // ASCII folding keeps byte offsets, so `i` indexes `s` too.
+    let i = s.to_ascii_lowercase().find(after)? + after.len();
     let digits: String = s[i..]
         .chars()
         .skip_while(|c| !c.is_ascii_digit())
