@@ -3,6 +3,9 @@
 //! it only through real clients (kubectl, kube-rs). Nothing here links the server.
 //!
 //! The binary is `$KFP_APISERVER_BIN` or `target/debug/kfp-apiserver` (scripts/test builds it);
+//! with `KFP_CONFORMANCE_STORE=kube` every [`DevServer`] keeps its objects in the `kube://` store
+//! instead, on its own stand-in host cluster (the `kfp-test-host` binary of this package, in the
+//! server's data directory), so the same suites run on the CRD backend.
 //! kubectl is `$KUBECTL` or the one `../shared/tools/install-kubectl` installs. [`kfp_db`] makes
 //! the KFP database the migration tests read.
 
@@ -53,6 +56,132 @@ pub fn kubectl_binary() -> PathBuf {
     p
 }
 
+/// The stand-in host cluster binary (`$KFP_TEST_HOST_BIN` or `target/debug/kfp-test-host`, which
+/// `cargo test -p kfp-conformance` builds).
+pub fn test_host_binary() -> PathBuf {
+    let p = std::env::var_os("KFP_TEST_HOST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/debug/kfp-test-host"));
+    assert!(
+        p.exists(),
+        "{} does not exist: run `cargo build -p kfp-conformance --bin kfp-test-host` or set KFP_TEST_HOST_BIN",
+        p.display()
+    );
+    p
+}
+
+/// Whether [`DevServer`]s keep their objects in the `kube://` store on a stand-in host cluster
+/// (`KFP_CONFORMANCE_STORE=kube`) rather than in their embedded SQLite database.
+pub fn kube_store_mode() -> bool {
+    std::env::var("KFP_CONFORMANCE_STORE").is_ok_and(|v| v == "kube")
+}
+
+/// `serve` flags that, in [`kube_store_mode`], belong to the host: its etcd compacts and its
+/// watch cache serves resumes, not the server's (which has no history of its own there).
+const HOST_FLAGS: [&str; 4] = [
+    "--watch-ring-capacity",
+    "--compaction-keep-revisions",
+    "--compaction-keep-seconds",
+    "--compaction-interval-seconds",
+];
+
+/// Splits `serve` flags into (the server's, the host's) for [`kube_store_mode`].
+fn split_host_flags(flags: &[&str]) -> (Vec<String>, Vec<String>) {
+    let (mut server, mut host) = (Vec::new(), Vec::new());
+    let mut it = flags.iter();
+    while let Some(f) = it.next() {
+        let name = f.split('=').next().unwrap_or(f);
+        if HOST_FLAGS.contains(&name) {
+            host.push((*f).to_owned());
+            if !f.contains('=')
+                && let Some(v) = it.next()
+            {
+                host.push((*v).to_owned());
+            }
+        } else {
+            server.push((*f).to_owned());
+        }
+    }
+    (server, host)
+}
+
+/// A running `kfp-test-host` for one server's data directory.
+struct TestHost {
+    child: Child,
+}
+
+impl TestHost {
+    /// Starts the host on `DIR/host` and waits (at most 30 s) for its kubeconfig, which it
+    /// returns.
+    fn start(dir: &Path, flags: &[String]) -> (TestHost, PathBuf) {
+        let data = dir.join("host");
+        std::fs::create_dir_all(&data).expect("host dir");
+        let kubeconfig = data.join("kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path_for(dir).with_extension("host.log"))
+            .expect("host log file");
+        let child = Command::new(test_host_binary())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kfp-test-host");
+        let mut host = TestHost { child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !kubeconfig.exists() {
+            if let Ok(Some(status)) = host.child.try_wait() {
+                panic!("kfp-test-host exited ({status}); see its log beside the server's");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kfp-test-host did not listen in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (host, kubeconfig)
+    }
+
+    /// SIGTERM, then wait (at most 30 s, then SIGKILL).
+    fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM and waits at most 30 s (then SIGKILL); the exit code, -1 when killed.
+fn terminate(child: &mut Child) -> i32 {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -62,6 +191,8 @@ pub fn free_port() -> u16 {
 /// A running `serve --dev`.
 pub struct DevServer {
     child: Option<Child>,
+    /// The stand-in host cluster, in [`kube_store_mode`].
+    host: Option<TestHost>,
     /// The data directory.
     pub dir: PathBuf,
     /// `127.0.0.1:PORT`.
@@ -111,9 +242,26 @@ impl DevServer {
         Self::start_with(dir, owned_dir, &format!("127.0.0.1:{}", free_port()), &[])
     }
 
-    /// Starts a server on `addr` with extra `serve` flags.
+    /// Starts a server on `addr` with extra `serve` flags. In [`kube_store_mode`] (unless the
+    /// flags name a `--store`) a host cluster starts first on `DIR/host` and the server keeps
+    /// its objects there (`--store kube://... --install-crds`); history flags go to the host.
     pub fn start_with(dir: PathBuf, owned_dir: bool, addr: &str, flags: &[&str]) -> DevServer {
         let addr = addr.to_owned();
+        let on_host = kube_store_mode() && !flags.iter().any(|f| f.starts_with("--store"));
+        let (mut flags, host_flags) = if on_host {
+            split_host_flags(flags)
+        } else {
+            (flags.iter().map(|f| (*f).to_owned()).collect(), Vec::new())
+        };
+        let host = on_host.then(|| {
+            let (host, kubeconfig) = TestHost::start(&dir, &host_flags);
+            flags.push(format!(
+                "--store=kube://?kubeconfig={}",
+                kubeconfig.display()
+            ));
+            flags.push("--install-crds".to_owned());
+            host
+        });
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -122,7 +270,7 @@ impl DevServer {
         let child = Command::new(server_binary())
             .args(["serve", "--dev", "--listen", &addr, "--data-dir"])
             .arg(&dir)
-            .args(flags)
+            .args(&flags)
             // Every request's line (debug since the server logs requests as kube-apiserver's
             // -v=3): tests read watch starts from it, and a failing test's log shows them all.
             .env("KFP_APISERVER_LOG", "info,kfp_apiserver::layers=debug")
@@ -132,6 +280,7 @@ impl DevServer {
             .expect("start kfp-apiserver");
         let s = DevServer {
             child: Some(child),
+            host,
             kubeconfig: dir.join("kubeconfig"),
             dir,
             addr,
@@ -213,27 +362,17 @@ impl DevServer {
         (child, rx)
     }
 
-    /// Stops the server with SIGTERM and waits for it (graceful shutdown), keeping the data.
+    /// Stops the server with SIGTERM and waits for it (graceful shutdown), keeping the data;
+    /// then its host cluster, if it has one.
     pub fn stop(&mut self) -> i32 {
         let Some(mut child) = self.child.take() else {
             return 0;
         };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return -1;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let code = terminate(&mut child);
+        if let Some(h) = self.host.take() {
+            h.stop();
         }
+        code
     }
 
     /// The server's log file (stderr, appended across restarts).
@@ -256,6 +395,7 @@ impl Drop for DevServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.host = None;
         if self.owned_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

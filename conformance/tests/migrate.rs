@@ -252,7 +252,13 @@ fn kfp_custom_resources_migrate_with_everything_kept() {
     assert_eq!(code, 0, "{out}");
     assert!(!out.lines().any(|l| l.starts_with("created ")), "{out}");
 
-    let migrated = DevServer::start_with(dir, true, &format!("127.0.0.1:{}", free_port()), &[]);
+    // The migrated database named explicitly (also with KFP_CONFORMANCE_STORE=kube).
+    let migrated = DevServer::start_with(
+        dir,
+        true,
+        &format!("127.0.0.1:{}", free_port()),
+        &[&format!("--store={target}")],
+    );
     assert_eq!(kept(&migrated, "pipelines"), pipelines);
     assert_eq!(kept(&migrated, "pipelineversions"), versions);
     assert!(

@@ -730,18 +730,29 @@ impl Store for CrdStore {
         let inner = self.inner.clone();
         let req = req.clone();
         tokio::spawn(async move {
-            let wp = WatchParams {
+            // A deadline bookmark must carry the host's progress (writes this watch does not
+            // select), which only the host knows: its first watch ends 2 s after that bookmark
+            // is due, so the host's cacher sends its own deadline bookmark then (kube-apiserver
+            // sends one 2 s before a watch's deadline). Ours follows 1 s later only when the
+            // host's did not come.
+            let first_timeout = req.bookmark_after.filter(|_| req.bookmarks).map(|d| {
+                u32::try_from(d.as_secs() + 2)
+                    .unwrap_or(WATCH_TIMEOUT)
+                    .min(WATCH_TIMEOUT)
+            });
+            let mut wp = WatchParams {
                 label_selector: labels,
                 field_selector: fields,
-                timeout: Some(WATCH_TIMEOUT),
+                timeout: Some(first_timeout.unwrap_or(WATCH_TIMEOUT)),
                 bookmarks: true,
                 ..Default::default()
             };
             let mut from = req.from;
-            let deadline = req
+            let due = req
                 .bookmark_after
                 .filter(|_| req.bookmarks)
                 .map(|d| tokio::time::Instant::now() + d);
+            let deadline = due.map(|d| d + Duration::from_secs(1));
             let mut bookmarked = deadline.is_none();
             loop {
                 let started = tokio::time::Instant::now();
@@ -783,6 +794,12 @@ impl Store for CrdStore {
                             if !req.bookmarks {
                                 continue;
                             }
+                            // (The host's bookmark timers are coarse: up to a second early.)
+                            if due.is_some_and(|d| {
+                                tokio::time::Instant::now() + Duration::from_secs(1) >= d
+                            }) {
+                                bookmarked = true;
+                            }
                         }
                         WatchItem::Error(_) => {
                             let _ = tx.send(item).await;
@@ -793,6 +810,7 @@ impl Store for CrdStore {
                         return;
                     }
                 }
+                wp.timeout = Some(WATCH_TIMEOUT);
                 // The host ended the watch (its timeout): renew it from the last revision,
                 // but not more than once a second.
                 if started.elapsed() < Duration::from_secs(1) {

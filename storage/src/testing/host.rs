@@ -495,7 +495,8 @@ impl State {
             fields,
             from,
             bookmarks,
-            bookmark_after: None,
+            // kube-apiserver's cacher: a bookmark with its progress 2 s before the deadline.
+            bookmark_after: Some(timeout.saturating_sub(Duration::from_secs(2))),
         };
         let stream = match self.store.watch(&req).await {
             Ok(s) => s,
