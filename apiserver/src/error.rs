@@ -281,6 +281,17 @@ impl ApiError {
     /// Maps a store error about `resource`/`name`.
     pub fn from_store(e: StoreError, resource: &str, name: &str) -> Self {
         match e {
+            // A create in a namespace the host cluster does not have (the kube:// store).
+            StoreError::NotFound(k) if k.resource == "namespaces" => Self::new(
+                404,
+                "NotFound",
+                format!("namespaces \"{}\" not found", k.name),
+            )
+            .with_details(StatusDetails {
+                name: Some(k.name.clone()),
+                kind: Some("namespaces".into()),
+                ..Default::default()
+            }),
             StoreError::NotFound(_) => Self::not_found(resource, name),
             StoreError::AlreadyExists(_) => Self::already_exists(resource, name),
             StoreError::Conflict { message, .. } => Self::conflict(resource, name, &message),
@@ -444,6 +455,20 @@ mod tests {
         );
         assert_eq!(s["details"]["causes"][0]["field"], "spec.pipelineSpec");
         assert_eq!(s["details"]["causes"][1]["reason"], "FieldValueRequired");
+    }
+
+    #[test]
+    fn a_missing_host_namespace_is_named_as_kube_apiserver_names_it() {
+        let e = ApiError::from_store(
+            StoreError::NotFound(kfp_storage::Key::new("namespaces", "", "team-a")),
+            "pipelines",
+            "p",
+        );
+        let s = serde_json::to_value(e.status()).unwrap();
+        assert_eq!(s["code"], 404);
+        assert_eq!(s["message"], "namespaces \"team-a\" not found");
+        assert_eq!(s["details"]["kind"], "namespaces");
+        assert_eq!(s["details"]["name"], "team-a");
     }
 
     #[test]

@@ -38,6 +38,10 @@ struct Cli {
     /// How often the host compacts, in seconds.
     #[arg(long, default_value_t = 60)]
     compaction_interval_seconds: u64,
+    /// Only `default`, `kube-system` and namespaces made with `POST /api/v1/namespaces` exist,
+    /// as on a real cluster (by default every namespace does).
+    #[arg(long)]
+    require_namespaces: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,7 +75,17 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             },
         )
     });
-    let host = kfp_storage::testing::host::Host::start(Arc::clone(&backend.store), &[]).await;
+    let store = Arc::clone(&backend.store);
+    let host = if cli.require_namespaces {
+        kfp_storage::testing::host::Host::start_with_namespaces(
+            store,
+            &[],
+            &["default", "kube-system"],
+        )
+        .await
+    } else {
+        kfp_storage::testing::host::Host::start(store, &[]).await
+    };
     // Written whole, then renamed: a reader never sees half a kubeconfig.
     let partial = cli.kubeconfig.with_extension("partial");
     host.write_kubeconfig(&partial);

@@ -236,6 +236,7 @@ pub(crate) async fn run(cache: Arc<Cache>, inner: Arc<Inner>) {
         let mut revision = None;
         loop {
             let lp = ListParams {
+                label_selector: inner.scope_selector(),
                 limit: Some(CACHE_PAGE),
                 continue_token: token.clone(),
                 ..Default::default()
@@ -288,6 +289,7 @@ pub(crate) async fn run(cache: Arc<Cache>, inner: Arc<Inner>) {
         // Follow.
         loop {
             let wp = WatchParams {
+                label_selector: inner.scope_selector(),
                 timeout: Some(WATCH_TIMEOUT),
                 bookmarks: true,
                 ..Default::default()

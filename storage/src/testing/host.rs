@@ -13,7 +13,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +49,10 @@ struct State {
     store: Arc<dyn Store>,
     installed: Mutex<BTreeSet<String>>,
     uids: AtomicU64,
+    /// With [`Host::start_with_namespaces`], the namespaces that exist: a create elsewhere is
+    /// refused as kube-apiserver's NamespaceLifecycle admission refuses it. `None`: any.
+    /// Each with its labels.
+    namespaces: Option<Mutex<BTreeMap<String, Value>>>,
 }
 
 impl Drop for Host {
@@ -61,12 +65,35 @@ impl Host {
     /// Serves `store` on an ephemeral port of 127.0.0.1, with the definitions of `installed`
     /// (plurals) already in place.
     pub async fn start(store: Arc<dyn Store>, installed: &[&str]) -> Host {
+        Self::serve(store, installed, None).await
+    }
+
+    /// As [`Host::start`], but only `namespaces` exist until `POST /api/v1/namespaces` makes
+    /// more: a record created in any other namespace is `404 namespaces "x" not found`.
+    pub async fn start_with_namespaces(
+        store: Arc<dyn Store>,
+        installed: &[&str],
+        namespaces: &[&str],
+    ) -> Host {
+        let ns = namespaces
+            .iter()
+            .map(|s| ((*s).to_owned(), json!({})))
+            .collect();
+        Self::serve(store, installed, Some(Mutex::new(ns))).await
+    }
+
+    async fn serve(
+        store: Arc<dyn Store>,
+        installed: &[&str],
+        namespaces: Option<Mutex<BTreeMap<String, Value>>>,
+    ) -> Host {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             store,
             installed: Mutex::new(installed.iter().map(|s| (*s).to_owned()).collect()),
             uids: AtomicU64::new(1),
+            namespaces,
         });
         let s = state.clone();
         let task = tokio::spawn(async move {
@@ -98,6 +125,14 @@ impl Host {
             self.addr
         );
         std::fs::write(path, kc).unwrap();
+    }
+
+    /// Whether namespace `ns` exists (always, unless started with namespaces).
+    pub fn has_namespace(&self, ns: &str) -> bool {
+        self.state
+            .namespaces
+            .as_ref()
+            .is_none_or(|n| n.lock().unwrap().contains_key(ns))
     }
 
     /// Whether the definition of `plural` is installed.
@@ -196,6 +231,18 @@ impl State {
         {
             return self.install(&method, name, &body);
         }
+        if path == "/api/v1/namespaces" && method == Method::POST {
+            return self.create_namespace(&body);
+        }
+        if path == "/api/v1/namespaces" && method == Method::GET {
+            return self.list_namespaces(param(&query, "labelSelector").unwrap_or_default());
+        }
+        if let Some(name) = path.strip_prefix("/api/v1/namespaces/")
+            && !name.contains('/')
+            && method == Method::DELETE
+        {
+            return self.delete_namespace(name).await;
+        }
         let Some(rest) = path.strip_prefix(&format!("/apis/{GROUP}/{VERSION}/")) else {
             return bad(
                 404,
@@ -275,7 +322,106 @@ impl State {
         full(StatusCode::OK, def.to_string())
     }
 
+    fn create_namespace(&self, body: &[u8]) -> Response<Body> {
+        let v = serde_json::from_slice::<Value>(body).unwrap_or_default();
+        let name = v
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let labels = v.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+        if name.is_empty() {
+            return bad(422, "Invalid", "metadata.name: Required value");
+        }
+        let Some(namespaces) = &self.namespaces else {
+            return bad(
+                409,
+                "AlreadyExists",
+                &format!("namespaces \"{name}\" already exists"),
+            );
+        };
+        {
+            let mut namespaces = namespaces.lock().unwrap();
+            if namespaces.contains_key(&name) {
+                return bad(
+                    409,
+                    "AlreadyExists",
+                    &format!("namespaces \"{name}\" already exists"),
+                );
+            }
+            namespaces.insert(name.clone(), labels.clone());
+        }
+        full(
+            StatusCode::CREATED,
+            namespace_json(&name, &labels).to_string(),
+        )
+    }
+
+    /// Namespaces whose labels hold every `k=v` of `selector` (the only form the tests use).
+    fn list_namespaces(&self, selector: &str) -> Response<Body> {
+        let wanted: Vec<(&str, &str)> = selector
+            .split(',')
+            .filter_map(|r| r.split_once('='))
+            .collect();
+        let items: Vec<Value> = self
+            .namespaces
+            .as_ref()
+            .map(|n| {
+                n.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|(_, labels)| {
+                        wanted
+                            .iter()
+                            .all(|(k, v)| labels.get(*k).and_then(Value::as_str) == Some(*v))
+                    })
+                    .map(|(name, labels)| namespace_json(name, labels))
+                    .collect()
+            })
+            .unwrap_or_default();
+        full(
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "NamespaceList", "metadata": {}, "items": items})
+                .to_string(),
+        )
+    }
+
+    /// Deletes a namespace and every record in it (at once: no finalization).
+    async fn delete_namespace(&self, name: &str) -> Response<Body> {
+        let Some(labels) = self
+            .namespaces
+            .as_ref()
+            .and_then(|n| n.lock().unwrap().remove(name))
+        else {
+            let mut st = status(404, "NotFound", &format!("namespaces \"{name}\" not found"));
+            st["details"] = json!({"name": name, "kind": "namespaces"});
+            return full(StatusCode::NOT_FOUND, st.to_string());
+        };
+        let plurals: Vec<String> = self.installed.lock().unwrap().iter().cloned().collect();
+        for plural in plurals {
+            let req = ListRequest {
+                resource: plural,
+                namespace: Some(name.to_owned()),
+                ..Default::default()
+            };
+            let Ok(page) = self.store.list(&req).await else {
+                continue;
+            };
+            for o in page.items {
+                let _ = self.store.delete(&o.key, &Preconditions::default()).await;
+            }
+        }
+        full(StatusCode::OK, namespace_json(name, &labels).to_string())
+    }
+
     async fn create(&self, plural: &str, ns: &str, body: &[u8]) -> Response<Body> {
+        if let Some(namespaces) = &self.namespaces
+            && !namespaces.lock().unwrap().contains_key(ns)
+        {
+            let mut st = status(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+            st["details"] = json!({"name": ns, "kind": "namespaces"});
+            return full(StatusCode::NOT_FOUND, st.to_string());
+        }
         let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
             return bad(400, "BadRequest", "the body is not a JSON object");
         };
@@ -535,6 +681,11 @@ impl State {
             .body(BodyExt::boxed_unsync(StreamBody::new(all)))
             .unwrap()
     }
+}
+
+fn namespace_json(name: &str, labels: &Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels},
+           "status": {"phase": "Active"}})
 }
 
 fn kind_name(k: crate::EventKind) -> &'static str {

@@ -41,6 +41,12 @@ pub trait Harness: Send + Sync {
     fn name(&self) -> String;
     /// A store over a fresh, empty database, indexing with `indexer`.
     async fn open(&self, indexer: Arc<dyn Indexer>, options: Options) -> Backend;
+    /// Whether unfiltered pages carry `remainingItemCount`. Not for the kube:// store with a
+    /// namespace prefix on a real cluster: its lists across namespaces select the prefix's
+    /// records by label, and kube-apiserver counts no selected list.
+    fn counts_remaining(&self) -> bool {
+        true
+    }
 }
 
 /// The suite's own indexer: what a resource table would register for `R`.
@@ -405,7 +411,11 @@ async fn pages_carry_one_revision_and_remaining_count(h: &dyn Harness) {
             "deleted after the first page"
         );
         assert!(revs.iter().all(|r| *r == revs[0]));
-        assert_eq!(remaining, vec![Some(16), Some(9), Some(2), None]);
+        if h.counts_remaining() {
+            assert_eq!(remaining, vec![Some(16), Some(9), Some(2), None]);
+        } else {
+            assert!(remaining.iter().all(Option::is_none), "{remaining:?}");
+        }
         // A new list sees the writes, counted afresh.
         let fresh = s
             .list(&ListRequest {
@@ -414,7 +424,12 @@ async fn pages_carry_one_revision_and_remaining_count(h: &dyn Harness) {
             })
             .await
             .unwrap();
-        assert_eq!(fresh.remaining, Some(24 - 7), "{}", b.name);
+        assert_eq!(
+            fresh.remaining,
+            h.counts_remaining().then_some(24 - 7),
+            "{}",
+            b.name
+        );
         let bad = ListRequest {
             continue_token: Some("garbage".into()),
             ..req.clone()
