@@ -93,13 +93,7 @@ async fn a_host_without_the_definitions_is_a_clear_error_until_they_are_installe
     config.kinds = kinds();
     let err = kfp_storage::open(config.clone()).await.err().unwrap();
     assert!(err.to_string().contains("install the CRDs"), "{err}");
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = host_client(&kubeconfig).await;
     kfp_storage::crd::CrdStore::install_definitions(&client, &kinds())
         .await
         .unwrap();
@@ -208,13 +202,7 @@ async fn the_real_cluster_run_passes_on_the_test_host_standing_in_for_a_cluster(
 
 /// The suite with [`Cluster`] against the cluster `kubeconfig` names, then its cleanup.
 async fn on_a_cluster(kubeconfig: String) {
-    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = host_client(&kubeconfig).await;
     kfp_storage::crd::CrdStore::install_definitions(&client, &kinds())
         .await
         .unwrap();
@@ -282,4 +270,13 @@ impl Harness for Cluster {
     fn counts_remaining(&self) -> bool {
         false
     }
+}
+
+/// The store's own client for the cluster `kubeconfig` names.
+async fn host_client(kubeconfig: impl AsRef<std::path::Path>) -> kube::Client {
+    let loc = kfp_storage::crd::Location {
+        kubeconfig: Some(kubeconfig.as_ref().display().to_string()),
+        ..Default::default()
+    };
+    kfp_storage::crd::client(&loc).await.unwrap()
 }
