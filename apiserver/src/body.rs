@@ -1,22 +1,33 @@
-//! The response body: either bytes known up front, or a stream of chunks (watch), fed by a
-//! channel so the producer notices when the client goes away (the send fails).
+//! The response body: either bytes known up front, or a stream of chunks (watch) that the
+//! connection polls itself; the stream is dropped with the body when the client goes away.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_core::Stream;
 use http_body::Frame;
-use tokio::sync::mpsc;
 
 /// A response body.
 #[derive(Debug)]
 pub struct Body(Inner);
 
-#[derive(Debug)]
+/// A stream of body chunks.
+type Chunks = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
 enum Inner {
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Bytes>),
+    Stream(Chunks),
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inner::Full(b) => f.debug_tuple("Full").field(b).finish(),
+            Inner::Stream(_) => f.write_str("Stream"),
+        }
+    }
 }
 
 impl Body {
@@ -31,10 +42,9 @@ impl Body {
         Body(Inner::Full(None))
     }
 
-    /// A streaming body and the sender that feeds it; dropping the sender ends the body.
-    pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Self) {
-        let (tx, rx) = mpsc::channel(capacity);
-        (tx, Body(Inner::Stream(rx)))
+    /// A streaming body: each item is written as it comes; the stream ends the body.
+    pub fn stream(chunks: impl Stream<Item = Bytes> + Send + 'static) -> Self {
+        Body(Inner::Stream(Box::pin(chunks)))
     }
 
     /// The bytes of a complete body (tests).
@@ -56,7 +66,10 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match &mut self.0 {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            Inner::Stream(chunks) => chunks
+                .as_mut()
+                .poll_next(cx)
+                .map(|o| o.map(|b| Ok(Frame::data(b)))),
         }
     }
 

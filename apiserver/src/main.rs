@@ -40,6 +40,12 @@ fn main() {
                 LogFormat::Json => builder.json().init(),
                 LogFormat::Text => builder.init(),
             }
+            // jemalloc purges freed pages on its decay clock only when some thread allocates;
+            // its background thread purges them on time, so a server that goes quiet after a
+            // burst of list pages or large creates gives the memory back (docs/performance.md).
+            if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+                tracing::warn!(error = %e, "jemalloc background purging is off");
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

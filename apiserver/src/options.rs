@@ -140,12 +140,13 @@ pub struct ServeOptions {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Change-feed events kept in memory for watch replay.
-    #[arg(long, default_value_t = 4096)]
+    /// Change-feed events kept in memory for watch replay (older ones replay from the
+    /// database's change table).
+    #[arg(long, default_value_t = 1024)]
     pub watch_ring_capacity: usize,
-    /// Bytes of objects those events may hold (64 MiB); older events leave first and watches
+    /// Bytes of objects those events may hold (16 MiB); older events leave first and watches
     /// from before them replay from the database.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = 16 << 20)]
     pub watch_ring_bytes: usize,
     /// How many events a watcher may fall behind before it gets 410 Gone.
     #[arg(long, default_value_t = 4096)]

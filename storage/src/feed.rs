@@ -2,7 +2,7 @@
 //!
 //! A backend's tailer publishes committed changes, strictly in revision order, with
 //! [`Feed::publish`]. The feed keeps the newest events in a ring (for cheap replay) and sends each
-//! one once on a broadcast channel; every watch is a task that subscribes *first*, then replays
+//! one once on a broadcast channel; every watch is a stream that subscribes *first*, then replays
 //! (from the ring, or from the database through [`History`] for older revisions), then follows
 //! the channel, dropping anything at or below the last revision it sent (kine's recipe). Events are
 //! shared (`Arc`), so fan-out costs no copies. A watcher that falls behind the channel, or asks
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use crate::index::Indexed;
 use crate::selector::Field;
@@ -124,8 +124,8 @@ pub struct FeedConfig {
 impl Default for FeedConfig {
     fn default() -> Self {
         FeedConfig {
-            ring_capacity: 4096,
-            ring_max_bytes: 64 << 20,
+            ring_capacity: 1024,
+            ring_max_bytes: 16 << 20,
             channel_capacity: 4096,
             bookmark_interval: Duration::from_secs(60),
         }
@@ -238,12 +238,10 @@ impl Feed {
 
     /// Starts a watch.
     pub fn watch(self: &Arc<Self>, req: WatchRequest, history: Arc<dyn History>) -> WatchStream {
-        let (out, rx) = mpsc::channel(256);
-        let feed = self.clone();
-        tokio::spawn(async move {
-            run_watch(feed, req, history, out).await;
-        });
-        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+        // Subscribed now, not at the first poll: events published from here on are the watch's
+        // even if its reader starts later (it lags rather than misses them).
+        let rx = self.sender().subscribe();
+        Box::pin(watch_stream(self.clone(), req, history, rx))
     }
 }
 
@@ -310,133 +308,140 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
-async fn run_watch(
+/// What woke a live watch.
+enum Wake {
+    /// The deadline bookmark is due.
+    Once,
+    /// The broadcast channel had something.
+    Received(std::result::Result<Arc<Event>, broadcast::error::RecvError>),
+    /// The idle-bookmark tick.
+    Tick,
+}
+
+/// One watch as a stream, polled by whoever reads it (the HTTP body that writes it to the
+/// client): no task or channel of its own between the broadcast and the socket, so a delivery
+/// wakes one task, and a watcher whose client stops reading falls behind the broadcast
+/// channel and gets Gone.
+fn watch_stream(
     feed: Arc<Feed>,
     req: WatchRequest,
     history: Arc<dyn History>,
-    out: mpsc::Sender<WatchItem>,
-) {
-    // Subscribe before looking at the past, so nothing committed in between is missed.
-    let mut rx = feed.sender().subscribe();
-    let mut last = req.from;
-    let (ring_first, ring_events) = feed.ring_after(req.from);
-    let latest = feed.latest();
-    // Replay from the database whatever lies between `from` and the ring.
-    let db_until = match ring_first {
-        Some(first) => Revision(first.0.saturating_sub(1)),
-        None => latest,
-    };
-    if req.from < db_until {
-        match history.compacted().await {
-            Ok(compacted) if req.from < compacted => {
-                let _ = out
-                    .send(WatchItem::Error(StoreError::Gone {
+    mut rx: broadcast::Receiver<Arc<Event>>,
+) -> impl futures_core::Stream<Item = WatchItem> + Send {
+    async_stream::stream! {
+        // `rx` was subscribed before the past is looked at, so nothing committed in between is
+        // missed.
+        let mut last = req.from;
+        let (ring_first, ring_events) = feed.ring_after(req.from);
+        let latest = feed.latest();
+        // Replay from the database whatever lies between `from` and the ring.
+        let db_until = match ring_first {
+            Some(first) => Revision(first.0.saturating_sub(1)),
+            None => latest,
+        };
+        if req.from < db_until {
+            match history.compacted().await {
+                Ok(compacted) if req.from < compacted => {
+                    yield WatchItem::Error(StoreError::Gone {
                         requested: req.from,
                         compacted,
-                    }))
-                    .await;
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = out.send(WatchItem::Error(e)).await;
-                return;
-            }
-        }
-        while last < db_until {
-            let page = match history.events(last, db_until, HISTORY_PAGE).await {
-                Ok(p) => p,
+                    });
+                    return;
+                }
+                Ok(_) => {}
                 Err(e) => {
-                    let _ = out.send(WatchItem::Error(e)).await;
+                    yield WatchItem::Error(e);
                     return;
                 }
+            }
+            while last < db_until {
+                let page = match history.events(last, db_until, HISTORY_PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        yield WatchItem::Error(e);
+                        return;
+                    }
+                };
+                let Some(end) = page.last().map(|e| e.revision) else {
+                    break;
+                };
+                for ev in &page {
+                    if let Some(item) = project(ev, &req) {
+                        yield item;
+                    }
+                }
+                last = end;
+            }
+            last = last.max(db_until);
+        }
+        for ev in ring_events {
+            if ev.revision <= last {
+                continue;
+            }
+            last = ev.revision;
+            if let Some(item) = project(&ev, &req) {
+                yield item;
+            }
+        }
+        let mut tick = tokio::time::interval(feed.config.bookmark_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let once_at = req
+            .bookmark_after
+            .filter(|_| req.bookmarks)
+            .map(|d| tokio::time::Instant::now() + d);
+        let mut once_pending = once_at.is_some();
+        let mut once_due = false;
+        loop {
+            // The one-off bookmark goes out as soon as it is due and every event received so
+            // far has been handled; `latest` is read before the channel is checked (see the
+            // tick).
+            if once_due {
+                let latest = feed.latest();
+                if rx.is_empty() {
+                    once_due = false;
+                    last = last.max(latest);
+                    yield WatchItem::Bookmark(last);
+                }
+            }
+            let wake = tokio::select! {
+                _ = sleep_until_opt(once_at), if once_pending => Wake::Once,
+                received = rx.recv() => Wake::Received(received),
+                _ = tick.tick(), if req.bookmarks => Wake::Tick,
             };
-            let Some(end) = page.last().map(|e| e.revision) else {
-                break;
-            };
-            for ev in &page {
-                if let Some(item) = project(ev, &req)
-                    && out.send(item).await.is_err()
-                {
-                    return;
+            match wake {
+                Wake::Once => {
+                    once_pending = false;
+                    once_due = true;
                 }
-            }
-            last = end;
-        }
-        last = last.max(db_until);
-    }
-    for ev in ring_events {
-        if ev.revision <= last {
-            continue;
-        }
-        last = ev.revision;
-        if let Some(item) = project(&ev, &req)
-            && out.send(item).await.is_err()
-        {
-            return;
-        }
-    }
-    let mut tick = tokio::time::interval(feed.config.bookmark_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let once_at = req
-        .bookmark_after
-        .filter(|_| req.bookmarks)
-        .map(|d| tokio::time::Instant::now() + d);
-    let mut once_pending = once_at.is_some();
-    let mut once_due = false;
-    loop {
-        // The one-off bookmark goes out as soon as it is due and every event received so far
-        // has been handled; `latest` is read before the channel is checked (see the tick).
-        if once_due {
-            let latest = feed.latest();
-            if rx.is_empty() {
-                once_due = false;
-                last = last.max(latest);
-                if out.send(WatchItem::Bookmark(last)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        tokio::select! {
-            _ = sleep_until_opt(once_at), if once_pending => {
-                once_pending = false;
-                once_due = true;
-            }
-            received = rx.recv() => match received {
-                Ok(ev) => {
+                Wake::Received(Ok(ev)) => {
                     if ev.revision <= last {
                         continue;
                     }
                     last = ev.revision;
-                    if let Some(item) = project(&ev, &req)
-                        && out.send(item).await.is_err() {
-                            return;
-                        }
+                    if let Some(item) = project(&ev, &req) {
+                        yield item;
+                    }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = out
-                        .send(WatchItem::Error(StoreError::Gone {
-                            requested: last,
-                            compacted: feed.latest(),
-                        }))
-                        .await;
+                Wake::Received(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    yield WatchItem::Error(StoreError::Gone {
+                        requested: last,
+                        compacted: feed.latest(),
+                    });
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = tick.tick(), if req.bookmarks => {
-                // Read `latest` first, then check the channel: if it is empty, every event up to
-                // `latest` has been received (publish sends before it stores `latest`).
-                let latest = feed.latest();
-                if rx.is_empty() && latest >= last {
-                    last = latest;
-                    if out.send(WatchItem::Bookmark(latest)).await.is_err() {
-                        return;
+                Wake::Received(Err(broadcast::error::RecvError::Closed)) => return,
+                Wake::Tick => {
+                    // Read `latest` first, then check the channel: if it is empty, every event
+                    // up to `latest` has been received (publish sends before it stores
+                    // `latest`).
+                    let latest = feed.latest();
+                    if rx.is_empty() && latest >= last {
+                        last = latest;
+                        yield WatchItem::Bookmark(latest);
                     }
                 }
             }
-            _ = out.closed() => return,
         }
     }
 }

@@ -17,7 +17,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode, header};
 use kfp_storage::{Object, ReadAt, Revision, WatchItem, WatchRequest};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
 use super::handlers::{list_request, watch_timeout};
@@ -143,62 +142,58 @@ pub async fn watch(
         )
         .await
         .map_err(ApiError::from_registry)?;
-    let (tx, body) = Body::channel(64);
     let mut shutdown = app.shutdown.clone();
     let end_marker = opts.send_initial_events;
     let bookmarks = opts.bookmarks;
     let guard = app.metrics.watch_started(res.plural);
     let metrics = app.metrics.clone();
-    tokio::spawn(async move {
+    // The body polls the store's stream itself: a delivery wakes only the connection's task,
+    // and the stream (and the store's subscription) goes when hyper drops the body.
+    let events = async_stream::stream! {
         let _guard = guard;
-        let send = |tx: &mpsc::Sender<Bytes>, b: Bytes| {
-            let tx = tx.clone();
-            async move { tx.send(b).await.is_ok() }
-        };
         for o in &initial {
-            if !send(&tx, encode(res, "ADDED", &o.data, out)).await {
-                return;
-            }
+            yield encode(res, "ADDED", &o.data, out);
         }
-        if end_marker && !send(&tx, bookmark(res, start, true, out)).await {
-            return;
+        drop(initial);
+        if end_marker {
+            yield bookmark(res, start, true, out);
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
         let mut last = start;
         loop {
-            tokio::select! {
-                item = stream.next() => match item {
-                    Some(WatchItem::Event { kind: ev, revision, object }) => {
-                        last = revision;
-                        metrics.watch_event(res.plural, ev.as_str());
-                        if !send(&tx, encode(res, ev.as_str(), &object, out)).await {
-                            return;
-                        }
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = &mut deadline => None,
+                _ = shutdown.changed() => None,
+            };
+            match item {
+                Some(WatchItem::Event { kind: ev, revision, object }) => {
+                    last = revision;
+                    metrics.watch_event(res.plural, ev.as_str());
+                    yield encode(res, ev.as_str(), &object, out);
+                }
+                Some(WatchItem::Bookmark(rev)) => {
+                    last = last.max(rev);
+                    if bookmarks {
+                        yield bookmark(res, last, false, out);
                     }
-                    Some(WatchItem::Bookmark(rev)) => {
-                        last = last.max(rev);
-                        if bookmarks && !send(&tx, bookmark(res, last, false, out)).await {
-                            return;
-                        }
-                    }
-                    Some(WatchItem::Error(e)) => {
-                        let err = match e {
-                            kfp_storage::StoreError::Gone { requested, compacted } => ApiError::gone(format!(
-                                "too old resource version: {} ({})", requested.0, compacted.0
-                            )),
-                            other => ApiError::from_store(other, res.plural, ""),
-                        };
-                        let _ = send(&tx, error_event(&err)).await;
-                        return;
-                    }
-                    None => return,
-                },
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = shutdown.changed() => return,
-                _ = tx.closed() => return,
+                }
+                Some(WatchItem::Error(e)) => {
+                    let err = match e {
+                        kfp_storage::StoreError::Gone { requested, compacted } => ApiError::gone(
+                            format!("too old resource version: {} ({})", requested.0, compacted.0),
+                        ),
+                        other => ApiError::from_store(other, res.plural, ""),
+                    };
+                    yield error_event(&err);
+                    return;
+                }
+                None => return,
             }
         }
-    });
+    };
+    let body = Body::stream(events);
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(

@@ -31,6 +31,8 @@ use crate::{Key, Object, Result, StoreError};
 const MAX_GROUP: usize = 64;
 /// Writes waiting for the thread at most; senders wait beyond.
 const QUEUE: usize = 1024;
+/// The write-ahead log's size past which the writer truncates it (see [`bound_wal`]).
+pub(super) const WAL_LIMIT: u64 = 64 << 20;
 /// How long the writer waits for another process's lock (compaction shares the file).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -112,6 +114,8 @@ fn run(
         let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|j| (j.ops, j.reply)).unzip();
         let answers = match commit_group(&conn, indexer, ops) {
             Ok(answers) => {
+                // Before the tailer is woken, so its read does not hold the log open.
+                bound_wal(&conn, path);
                 committed();
                 answers
             }
@@ -128,6 +132,48 @@ fn run(
         };
         for (reply, answer) in replies.into_iter().zip(answers) {
             let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Truncates the write-ahead log once it has grown past [`WAL_LIMIT`].
+///
+/// SQLite's automatic checkpoint copies the log into the database but restarts the log from its
+/// beginning only at a moment when no reader uses it; under sustained writes with the change
+/// tailer and other readers always in some read transaction that moment may never come, and the
+/// log grows without bound (a 1M-object seed left a 29 GB log beside a 7 GB database). A
+/// `TRUNCATE` checkpoint copies every frame and resets the log when no reader is in it; it is
+/// tried without waiting (busy timeout 0), after a commit and before the tailer is woken, and
+/// again after the next commit if a reader was in the way.
+fn bound_wal(conn: &Connection, path: &str) {
+    let wal = format!("{path}-wal");
+    if std::fs::metadata(&wal).map_or(true, |m| m.len() <= WAL_LIMIT) {
+        return;
+    }
+    if conn.busy_timeout(Duration::ZERO).is_err() {
+        return;
+    }
+    let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "SQLite writer cannot restore its busy timeout");
+    }
+    match outcome {
+        Ok((0, _, _)) => tracing::debug!("SQLite write-ahead log truncated"),
+        Ok((_, frames, copied)) => {
+            tracing::debug!(
+                frames,
+                copied,
+                "SQLite write-ahead log in use; truncation retried after the next commit"
+            )
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "SQLite write-ahead log truncation failed; retried after the next commit")
         }
     }
 }
