@@ -104,6 +104,9 @@ pub(crate) fn column_sql(c: IndexColumn) -> &'static str {
 }
 
 /// Reads one `kfp_meta` counter through `e` (the pool, or a transaction for a consistent read).
+/// Change-feed revisions one compaction transaction deletes at most.
+pub(super) const COMPACT_BATCH: i64 = 1000;
+
 async fn meta<'e, E>(e: E, d: Dialect, name: &str) -> Result<i64>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
@@ -369,25 +372,60 @@ impl Maintenance for SqlStore {
 
     async fn compact(&self, revision: Revision) -> Result<Revision> {
         let d = self.inner.db.dialect;
-        let _guard = match d {
-            Dialect::Sqlite => Some(self.inner.write_lock.lock().await),
-            _ => None,
-        };
-        let mut tx = self.inner.db.pool.begin().await.map_err(db_err)?;
-        let current = meta(&mut *tx, d, "revision").await?;
-        let target = (revision.0 as i64).min(current);
-        sqlx::query(d.sql("DELETE FROM kfp_changes WHERE revision <= ?"))
-            .bind(target)
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(w) = writer {
+            w.compact(revision.0 as i64).await?;
+            return crate::feed::History::compacted(&self.inner.db).await;
+        }
+        // In batches, each its own transaction: one DELETE of a minute of a write storm's history
+        // (hundreds of thousands of rows) was one transaction the size of that history, which
+        // the write-ahead log had to hold whole (and writers waited behind). `compacted` moves
+        // with each batch, so a watch never finds a revision above it missing.
+        loop {
+            let _guard = match d {
+                Dialect::Sqlite => Some(self.inner.write_lock.lock().await),
+                _ => None,
+            };
+            let mut tx = self.inner.db.pool.begin().await.map_err(db_err)?;
+            let current = meta(&mut *tx, d, "revision").await?;
+            let done = meta(&mut *tx, d, "compacted").await?;
+            let target = (revision.0 as i64).min(current);
+            if done >= target {
+                tx.rollback().await.map_err(db_err)?;
+                break;
+            }
+            // From the oldest change there is (a gap below it costs no batches).
+            let oldest: Option<i64> = sqlx::query(d.sql("SELECT MIN(revision) FROM kfp_changes"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .try_get(0)
+                .map_err(db_err)?;
+            let from = oldest.map_or(target, |o| done.max(o - 1));
+            let step = target.min(from.saturating_add(COMPACT_BATCH));
+            sqlx::query(d.sql("DELETE FROM kfp_changes WHERE revision <= ?"))
+                .bind(step)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query(
+                d.sql("UPDATE kfp_meta SET value = ? WHERE name = 'compacted' AND value < ?"),
+            )
+            .bind(step)
+            .bind(step)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        sqlx::query(d.sql("UPDATE kfp_meta SET value = ? WHERE name = 'compacted' AND value < ?"))
-            .bind(target)
-            .bind(target)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            if step >= target {
+                break;
+            }
+        }
         crate::feed::History::compacted(&self.inner.db).await
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::COMPACT_BATCH;
 use super::dialect::now_ms;
 use super::write::{
     Existing, INSERT_CHANGE, INSERT_OBJECT, Op, SELECT_EXISTING, UPSERT_COUNT, plan,
@@ -33,12 +34,26 @@ const MAX_GROUP: usize = 64;
 const QUEUE: usize = 1024;
 /// The write-ahead log's size past which the writer truncates it (see [`bound_wal`]).
 pub(super) const WAL_LIMIT: u64 = 64 << 20;
+/// How long a truncation of the write-ahead log waits for the readers in it.
+const WAL_TRUNCATE_WAIT: Duration = Duration::from_millis(100);
 /// How long the writer waits for another process's lock (compaction shares the file).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Job {
+struct Write {
     ops: Vec<(Key, Op)>,
     reply: oneshot::Sender<Result<Vec<Object>>>,
+}
+
+/// What the thread is asked to do.
+enum Job {
+    /// A write, committed in the next group.
+    Write(Write),
+    /// One batch of change-feed compaction towards a revision, in its own transaction between
+    /// groups; answers whether the target is reached.
+    Compact {
+        upto: i64,
+        reply: oneshot::Sender<Result<bool>>,
+    },
 }
 
 /// The handle of the writer thread; when every handle is dropped the thread ends after the
@@ -75,12 +90,32 @@ impl Writer {
     pub(super) async fn write(&self, ops: Vec<(Key, Op)>) -> Result<Vec<Object>> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { ops, reply })
+            .send(Job::Write(Write { ops, reply }))
             .await
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the SQLite writer stopped".into()))?
+    }
+
+    /// Deletes change-feed history up to `upto` (at most the current revision), one batch of
+    /// [`COMPACT_BATCH`] revisions per transaction, queued with the writes. On this thread, not
+    /// a connection of its own: a compaction running beside the writer was a transaction almost
+    /// all the time, and the write-ahead log could not be truncated while it ran.
+    pub(super) async fn compact(&self, upto: i64) -> Result<()> {
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.jobs
+                .send(Job::Compact { upto, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+            let done = answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the SQLite writer stopped".into()))??;
+            if done {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -104,36 +139,97 @@ fn run(
     committed: impl Fn(),
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        let mut group = Vec::new();
+        let mut compact = None;
+        match first {
+            Job::Write(w) => group.push(w),
+            Job::Compact { upto, reply } => compact = Some((upto, reply)),
+        }
+        while compact.is_none() && group.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(j) => group.push(j),
+                Ok(Job::Write(w)) => group.push(w),
+                Ok(Job::Compact { upto, reply }) => compact = Some((upto, reply)),
                 Err(_) => break,
             }
         }
-        let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|j| (j.ops, j.reply)).unzip();
-        let answers = match commit_group(&conn, indexer, ops) {
-            Ok(answers) => {
-                // Before the tailer is woken, so its read does not hold the log open.
-                bound_wal(&conn, path);
-                committed();
-                answers
-            }
-            Err(e) => {
-                // Roll back whatever is left and never reuse this connection.
+        if !group.is_empty() {
+            commit_and_answer(&mut conn, path, indexer, group, &committed);
+        }
+        if let Some((upto, reply)) = compact {
+            let outcome = compact_batch(&conn, upto);
+            if outcome.is_err() {
                 let _ = conn.execute_batch("ROLLBACK");
-                tracing::warn!(error = %e, "SQLite write group failed; reconnecting");
-                match connect(path) {
-                    Ok(c) => conn = c,
-                    Err(e2) => tracing::warn!(error = %e2, "SQLite writer cannot reconnect yet"),
-                }
-                replies.iter().map(|_| Err(e.clone())).collect()
+            } else {
+                bound_wal(&conn, path);
             }
-        };
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            let _ = reply.send(answer);
+            let _ = reply.send(outcome);
         }
     }
+}
+
+/// Commits one group and answers its writes.
+fn commit_and_answer(
+    conn: &mut Connection,
+    path: &str,
+    indexer: &dyn Indexer,
+    group: Vec<Write>,
+    committed: &impl Fn(),
+) {
+    let (ops, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|j| (j.ops, j.reply)).unzip();
+    let answers = match commit_group(conn, indexer, ops) {
+        Ok(answers) => {
+            // Before the tailer is woken, so its read does not hold the log open.
+            bound_wal(conn, path);
+            committed();
+            answers
+        }
+        Err(e) => {
+            // Roll back whatever is left and never reuse this connection.
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::warn!(error = %e, "SQLite write group failed; reconnecting");
+            match connect(path) {
+                Ok(c) => *conn = c,
+                Err(e2) => tracing::warn!(error = %e2, "SQLite writer cannot reconnect yet"),
+            }
+            replies.iter().map(|_| Err(e.clone())).collect()
+        }
+    };
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer);
+    }
+}
+
+/// One compaction transaction: history up to `upto` (at most the current revision), at most
+/// [`COMPACT_BATCH`] revisions past the oldest change kept; `compacted` moves with it, so a
+/// watch never finds a revision above it missing. True once the target is reached.
+fn compact_batch(conn: &Connection, upto: i64) -> Result<bool> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_err)?;
+    let meta = |name: &str| -> Result<i64> {
+        conn.prepare_cached("SELECT value FROM kfp_meta WHERE name = ?")
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)))
+            .map_err(sqlite_err)
+    };
+    let target = upto.min(meta("revision")?);
+    let done = meta("compacted")?;
+    if done >= target {
+        conn.execute_batch("COMMIT").map_err(sqlite_err)?;
+        return Ok(true);
+    }
+    // From the oldest change there is (a gap below it costs no batches).
+    let oldest: Option<i64> = conn
+        .query_row("SELECT MIN(revision) FROM kfp_changes", [], |r| r.get(0))
+        .map_err(sqlite_err)?;
+    let from = oldest.map_or(target, |o| done.max(o - 1));
+    let step = target.min(from.saturating_add(COMPACT_BATCH));
+    conn.execute("DELETE FROM kfp_changes WHERE revision <= ?", [step])
+        .map_err(sqlite_err)?;
+    conn.execute(
+        "UPDATE kfp_meta SET value = ? WHERE name = 'compacted' AND value < ?",
+        [step, step],
+    )
+    .map_err(sqlite_err)?;
+    conn.execute_batch("COMMIT").map_err(sqlite_err)?;
+    Ok(step >= target)
 }
 
 /// Truncates the write-ahead log once it has grown past [`WAL_LIMIT`].
@@ -142,15 +238,18 @@ fn run(
 /// beginning only at a moment when no reader uses it; under sustained writes with the change
 /// tailer and other readers always in some read transaction that moment may never come, and the
 /// log grows without bound (a 1M-object seed left a 29 GB log beside a 7 GB database). A
-/// `TRUNCATE` checkpoint copies every frame and resets the log when no reader is in it; it is
-/// tried without waiting (busy timeout 0), after a commit and before the tailer is woken, and
-/// again after the next commit if a reader was in the way.
+/// `TRUNCATE` checkpoint copies every frame and resets the log once no reader is in it; it is
+/// tried after a commit and before the tailer is woken (so the tailer's next read cannot be in
+/// the way), waits at most [`WAL_TRUNCATE_WAIT`] for the readers already in the log (readers
+/// that start meanwhile read the database file), and is tried again after the next commit if
+/// a reader was still there. Without the wait, the log of a seed at 3,000 objects/s still grew
+/// past 2 GB: some reader was in it at every attempt.
 fn bound_wal(conn: &Connection, path: &str) {
     let wal = format!("{path}-wal");
     if std::fs::metadata(&wal).map_or(true, |m| m.len() <= WAL_LIMIT) {
         return;
     }
-    if conn.busy_timeout(Duration::ZERO).is_err() {
+    if conn.busy_timeout(WAL_TRUNCATE_WAIT).is_err() {
         return;
     }
     let outcome = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
