@@ -105,13 +105,29 @@ pub(crate) fn column_sql(c: IndexColumn) -> &'static str {
 
 /// Reads one `kfp_meta` counter through `e` (the pool, or a transaction for a consistent read).
 /// Change-feed revisions one compaction transaction deletes at most.
-pub(super) const COMPACT_BATCH: i64 = 1000;
+const COMPACT_BATCH: i64 = 1000;
+/// A counter of `kfp_meta` (`revision`, `compacted`).
+pub(super) const SELECT_META: &str = "SELECT value FROM kfp_meta WHERE name = ?";
+/// The oldest change kept (compaction starts its batches there).
+pub(super) const SELECT_OLDEST_CHANGE: &str = "SELECT MIN(revision) FROM kfp_changes";
+/// One compaction batch: the history up to a revision, and the mark that moves with it.
+pub(super) const DELETE_CHANGES_UPTO: &str = "DELETE FROM kfp_changes WHERE revision <= ?";
+pub(super) const MARK_COMPACTED: &str =
+    "UPDATE kfp_meta SET value = ? WHERE name = 'compacted' AND value < ?";
+
+/// The revision the next compaction batch deletes up to: [`COMPACT_BATCH`] past what is
+/// compacted, or past the oldest change kept when that is higher (a gap below it costs no
+/// batches), and never past `target`.
+pub(super) fn compact_step(done: i64, oldest: Option<i64>, target: i64) -> i64 {
+    let from = oldest.map_or(target, |o| done.max(o - 1));
+    target.min(from.saturating_add(COMPACT_BATCH))
+}
 
 async fn meta<'e, E>(e: E, d: Dialect, name: &str) -> Result<i64>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query(d.sql("SELECT value FROM kfp_meta WHERE name = ?"))
+    sqlx::query(d.sql(SELECT_META))
         .bind(name)
         .fetch_one(e)
         .await
@@ -161,6 +177,15 @@ pub struct SqlStore {
 static DRIVERS: Once = Once::new();
 
 impl SqlStore {
+    /// The SQLite writer thread's handle, while there is one (a SQLite file, not closed).
+    fn writer(&self) -> Option<writer::Writer> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Connects, applies the schema and starts tailing the change feed.
     pub async fn open(config: StoreConfig) -> Result<SqlStore> {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
@@ -372,13 +397,7 @@ impl Maintenance for SqlStore {
 
     async fn compact(&self, revision: Revision) -> Result<Revision> {
         let d = self.inner.db.dialect;
-        let writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(w) = writer {
+        if let Some(w) = self.writer() {
             w.compact(revision.0 as i64).await?;
             return crate::feed::History::compacted(&self.inner.db).await;
         }
@@ -399,28 +418,24 @@ impl Maintenance for SqlStore {
                 tx.rollback().await.map_err(db_err)?;
                 break;
             }
-            // From the oldest change there is (a gap below it costs no batches).
-            let oldest: Option<i64> = sqlx::query(d.sql("SELECT MIN(revision) FROM kfp_changes"))
+            let oldest: Option<i64> = sqlx::query(d.sql(SELECT_OLDEST_CHANGE))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?
                 .try_get(0)
                 .map_err(db_err)?;
-            let from = oldest.map_or(target, |o| done.max(o - 1));
-            let step = target.min(from.saturating_add(COMPACT_BATCH));
-            sqlx::query(d.sql("DELETE FROM kfp_changes WHERE revision <= ?"))
+            let step = compact_step(done, oldest, target);
+            sqlx::query(d.sql(DELETE_CHANGES_UPTO))
                 .bind(step)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            sqlx::query(
-                d.sql("UPDATE kfp_meta SET value = ? WHERE name = 'compacted' AND value < ?"),
-            )
-            .bind(step)
-            .bind(step)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+            sqlx::query(d.sql(MARK_COMPACTED))
+                .bind(step)
+                .bind(step)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             tx.commit().await.map_err(db_err)?;
             if step >= target {
                 break;

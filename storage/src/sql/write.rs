@@ -33,13 +33,7 @@ impl SqlStore {
     /// Several writes in one transaction: all commit, each at its own revision in order, or
     /// none does.
     pub(super) async fn write_all(&self, ops: Vec<(Key, Op)>) -> Result<Vec<Object>> {
-        let writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(w) = writer {
+        if let Some(w) = self.writer() {
             let result = w.write(ops).await;
             self.note_fault(&result);
             return result;

@@ -19,11 +19,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::COMPACT_BATCH;
 use super::dialect::now_ms;
 use super::write::{
     Existing, INSERT_CHANGE, INSERT_OBJECT, Op, SELECT_EXISTING, UPSERT_COUNT, plan,
 };
+use super::{DELETE_CHANGES_UPTO, MARK_COMPACTED, SELECT_META, SELECT_OLDEST_CHANGE, compact_step};
 use crate::feed::EventKind;
 use crate::index::Indexer;
 use crate::{Key, Object, Result, StoreError};
@@ -99,7 +99,7 @@ impl Writer {
     }
 
     /// Deletes change-feed history up to `upto` (at most the current revision), one batch of
-    /// [`COMPACT_BATCH`] revisions per transaction, queued with the writes. On this thread, not
+    /// `COMPACT_BATCH` revisions per transaction, queued with the writes. On this thread, not
     /// a connection of its own: a compaction running beside the writer was a transaction almost
     /// all the time, and the write-ahead log could not be truncated while it ran.
     pub(super) async fn compact(&self, upto: i64) -> Result<()> {
@@ -199,13 +199,13 @@ fn commit_and_answer(
     }
 }
 
-/// One compaction transaction: history up to `upto` (at most the current revision), at most
-/// [`COMPACT_BATCH`] revisions past the oldest change kept; `compacted` moves with it, so a
-/// watch never finds a revision above it missing. True once the target is reached.
+/// One compaction transaction: history up to `upto` (at most the current revision), in the
+/// batch `compact_step` gives; `compacted` moves with it, so a watch never finds a revision
+/// above it missing. True once the target is reached.
 fn compact_batch(conn: &Connection, upto: i64) -> Result<bool> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(sqlite_err)?;
     let meta = |name: &str| -> Result<i64> {
-        conn.prepare_cached("SELECT value FROM kfp_meta WHERE name = ?")
+        conn.prepare_cached(SELECT_META)
             .and_then(|mut s| s.query_row([name], |r| r.get(0)))
             .map_err(sqlite_err)
     };
@@ -215,19 +215,14 @@ fn compact_batch(conn: &Connection, upto: i64) -> Result<bool> {
         conn.execute_batch("COMMIT").map_err(sqlite_err)?;
         return Ok(true);
     }
-    // From the oldest change there is (a gap below it costs no batches).
     let oldest: Option<i64> = conn
-        .query_row("SELECT MIN(revision) FROM kfp_changes", [], |r| r.get(0))
+        .query_row(SELECT_OLDEST_CHANGE, [], |r| r.get(0))
         .map_err(sqlite_err)?;
-    let from = oldest.map_or(target, |o| done.max(o - 1));
-    let step = target.min(from.saturating_add(COMPACT_BATCH));
-    conn.execute("DELETE FROM kfp_changes WHERE revision <= ?", [step])
+    let step = compact_step(done, oldest, target);
+    conn.execute(DELETE_CHANGES_UPTO, [step])
         .map_err(sqlite_err)?;
-    conn.execute(
-        "UPDATE kfp_meta SET value = ? WHERE name = 'compacted' AND value < ?",
-        [step, step],
-    )
-    .map_err(sqlite_err)?;
+    conn.execute(MARK_COMPACTED, [step, step])
+        .map_err(sqlite_err)?;
     conn.execute_batch("COMMIT").map_err(sqlite_err)?;
     Ok(step >= target)
 }
