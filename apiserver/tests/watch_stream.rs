@@ -143,3 +143,49 @@ async fn metadata_and_table_watch_lists_end_with_a_bookmark_in_the_same_form() {
         assert_eq!(rv(end), created, "{accept}: at the list's revision");
     }
 }
+
+/// kube-apiserver's `timeoutSeconds` runs from the request, not from when the client starts
+/// reading: a client that reads a watch only after its deadline gets a stream that has already
+/// ended, not one that waits a whole timeout more. Paused time makes the check exact.
+#[tokio::test]
+async fn the_watch_deadline_runs_from_the_request_not_from_the_first_read() {
+    use http_body_util::{BodyExt, Full};
+    use tower::Service;
+    let (app, _store, _shutdown) =
+        common::sqlite_app("deadline", TOKEN, &[], Limits::default()).await;
+    create(&app, "one", json!({})).await;
+    let req = http::Request::builder()
+        .uri(format!(
+            "{BASE}?watch=true&resourceVersion=0&allowWatchBookmarks=true&timeoutSeconds=5"
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = kfp_apiserver::app::AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), 200);
+    // The store has answered; from here on only the clock matters.
+    tokio::time::pause();
+    let t0 = tokio::time::Instant::now();
+    tokio::time::advance(std::time::Duration::from_secs(6)).await;
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        resp.into_body().collect(),
+    )
+    .await
+    .expect("the stream ends")
+    .expect("body")
+    .to_bytes();
+    assert_eq!(
+        t0.elapsed(),
+        std::time::Duration::from_secs(6),
+        "the stream ended at once, not a timeout after the first read"
+    );
+    assert!(
+        body.is_empty(),
+        "nothing is sent once the deadline has passed: {}",
+        String::from_utf8_lossy(&body)
+    );
+}

@@ -115,6 +115,8 @@ pub async fn watch(
         req.query.get("includeObject"),
     )?;
     let timeout = watch_timeout(&opts);
+    // kube-apiserver's watch deadline runs from the request, initial events included.
+    let deadline_at = tokio::time::Instant::now().checked_add(timeout);
     let synthetic = opts.send_initial_events || matches!(opts.resource_version.as_str(), "" | "0");
     let (initial, start) = if synthetic {
         initial_state(app, res, rr, &opts).await?
@@ -151,14 +153,23 @@ pub async fn watch(
     // and the stream (and the store's subscription) goes when hyper drops the body.
     let events = async_stream::stream! {
         let _guard = guard;
+        let past = || deadline_at.is_some_and(|d| tokio::time::Instant::now() >= d);
         for o in &initial {
+            if past() {
+                return;
+            }
             yield encode(res, "ADDED", &o.data, out);
         }
         drop(initial);
         if end_marker {
             yield bookmark(res, start, true, out);
         }
-        let deadline = tokio::time::sleep(timeout);
+        let deadline = async {
+            match deadline_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::pin!(deadline);
         let mut last = start;
         loop {
