@@ -64,6 +64,21 @@ impl Store for InstrumentedStore {
     async fn query(&self, req: &QueryRequest) -> Result<QueryPage> {
         timed!(self, "query", self.inner.query(req))
     }
+    async fn dangling_label_values(
+        &self,
+        resource: &str,
+        label: &str,
+        owner_resource: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        timed!(
+            self,
+            "dangling_label_values",
+            self.inner
+                .dangling_label_values(resource, label, owner_resource, after, limit)
+        )
+    }
     async fn create(&self, key: &Key, object: serde_json::Value) -> Result<Object> {
         timed!(self, "create", self.inner.create(key, object))
     }

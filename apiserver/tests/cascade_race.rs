@@ -32,19 +32,28 @@ async fn call(app: &Arc<App>, method: &str, uri: &str, body: Option<&Value>) -> 
 }
 
 fn version(name: &str) -> Value {
+    version_of(name, "p")
+}
+
+fn version_of(name: &str, pipeline: &str) -> Value {
     json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "PipelineVersion",
-        "metadata": {"name": name}, "spec": {"pipelineName": "p", "pipelineSpec": common::hello_world_spec()}})
+        "metadata": {"name": name}, "spec": {"pipelineName": pipeline, "pipelineSpec": common::hello_world_spec()}})
 }
 
 /// Creates Pipeline `p`; returns its uid.
 async fn create_pipeline(app: &Arc<App>, backend: &str) -> String {
+    create_pipeline_named(app, backend, "p").await
+}
+
+/// Creates Pipeline `name`; returns its uid.
+async fn create_pipeline_named(app: &Arc<App>, backend: &str, name: &str) -> String {
     let (code, p) = call(
         app,
         "POST",
         P,
         Some(
             &json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
-            "metadata": {"name": "p"}, "spec": {}}),
+            "metadata": {"name": name}, "spec": {}}),
         ),
     )
     .await;
@@ -118,6 +127,8 @@ async fn versions_created_during_their_pipelines_delete_are_all_gone_or_refused(
     }
 }
 
+/// The sweep deletes the versions of every pipeline that is gone (more of them than one batch
+/// of the store's answer), and none of a pipeline that is still there.
 #[tokio::test]
 async fn the_sweep_collects_versions_whose_pipeline_is_gone() {
     for (backend, url) in common::store_urls("orphan-sweep").await {
@@ -127,14 +138,31 @@ async fn the_sweep_collects_versions_whose_pipeline_is_gone() {
             let (code, _) = call(&app, "POST", V, Some(&version(&format!("v{i}")))).await;
             assert_eq!(code, 201);
         }
-        // The owner goes without its cascade, as if the server died right after deleting it.
-        store
-            .delete(
-                &Key::new("pipelines", "race", "p"),
-                &Preconditions::default(),
-            )
-            .await
-            .expect("delete the owner only");
+        let kept = create_pipeline_named(&app, backend, "keep").await;
+        for i in 0..2 {
+            let (code, _) =
+                call(&app, "POST", V, Some(&version_of(&format!("k{i}"), "keep"))).await;
+            assert_eq!(code, 201);
+        }
+        // 105 more pipelines, one version each: the store names gone owners 100 at a time.
+        let mut more = Vec::new();
+        for i in 0..105 {
+            let name = format!("m{i}");
+            more.push(create_pipeline_named(&app, backend, &name).await);
+            let (code, _) =
+                call(&app, "POST", V, Some(&version_of(&format!("mv{i}"), &name))).await;
+            assert_eq!(code, 201);
+        }
+        // The owners go without their cascade, as if the server died right after deleting them.
+        for name in std::iter::once("p".to_owned()).chain((0..105).map(|i| format!("m{i}"))) {
+            store
+                .delete(
+                    &Key::new("pipelines", "race", &name),
+                    &Preconditions::default(),
+                )
+                .await
+                .expect("delete the owner only");
+        }
         assert_eq!(
             versions_of(&app, &uid).await.len(),
             3,
@@ -142,12 +170,23 @@ async fn the_sweep_collects_versions_whose_pipeline_is_gone() {
         );
         assert_eq!(
             app.registry.collect_orphans().await.expect("sweep"),
-            3,
+            3 + 105,
             "{backend}"
         );
         assert!(
             versions_of(&app, &uid).await.is_empty(),
             "{backend}: collected"
+        );
+        for m in &more {
+            assert!(
+                versions_of(&app, m).await.is_empty(),
+                "{backend}: collected"
+            );
+        }
+        assert_eq!(
+            versions_of(&app, &kept).await.len(),
+            2,
+            "{backend}: a pipeline that is there keeps its versions"
         );
         assert_eq!(
             app.registry.collect_orphans().await.expect("sweep"),

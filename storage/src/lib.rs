@@ -266,6 +266,68 @@ pub trait Store: Send + Sync + 'static {
     async fn watch(&self, req: &WatchRequest) -> Result<WatchStream>;
     /// The newest committed revision.
     async fn current_revision(&self) -> Result<Revision>;
+    /// Values of label `label` on objects of `resource` that are the uid of no object of
+    /// `owner_resource`: the owners its dependents point at that are gone (the orphan
+    /// collector's question). Ascending, after `after`, at most `limit`.
+    ///
+    /// The default reads every labelled object a page at a time, decoding only its labels, and
+    /// asks for each owner once; a SQL store answers from its label index without reading any
+    /// object.
+    async fn dangling_label_values(
+        &self,
+        resource: &str,
+        label: &str,
+        owner_resource: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct Labels {
+            #[serde(default)]
+            metadata: Meta,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct Meta {
+            #[serde(default)]
+            labels: std::collections::BTreeMap<String, String>,
+        }
+        let mut values = std::collections::BTreeSet::new();
+        let mut req = ListRequest {
+            resource: resource.to_owned(),
+            labels: selector::LabelSelector(vec![selector::Requirement::Exists(label.to_owned())]),
+            limit: Some(100),
+            ..Default::default()
+        };
+        loop {
+            let page = self.list(&req).await?;
+            for o in &page.items {
+                let Ok(Labels { metadata }) = serde_json::from_slice::<Labels>(&o.data) else {
+                    continue;
+                };
+                if let Some(v) = metadata.labels.get(label)
+                    && after.is_none_or(|a| v.as_str() > a)
+                {
+                    values.insert(v.clone());
+                }
+            }
+            match page.continue_token {
+                Some(t) => req.continue_token = Some(t),
+                None => break,
+            }
+        }
+        let mut gone = Vec::new();
+        for v in values {
+            if gone.len() >= limit {
+                break;
+            }
+            match self.get_by_uid(owner_resource, &v).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound(_)) => gone.push(v),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(gone)
+    }
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
     /// Stops background work and closes connections; afterwards calls answer Unavailable.

@@ -127,7 +127,7 @@ async fn a_schema_1_database_is_migrated_with_its_data_and_a_newer_one_is_refuse
         let versions: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
         assert_eq!(
             versions,
-            vec![1, 2, 3, 4, 5],
+            vec![1, 2, 3, 4, 5, 6],
             "{}: applied once each",
             b.name
         );
@@ -136,7 +136,7 @@ async fn a_schema_1_database_is_migrated_with_its_data_and_a_newer_one_is_refuse
             .await
             .unwrap()
             .get(0);
-        assert_eq!(schema, 5, "{}", b.name);
+        assert_eq!(schema, 6, "{}", b.name);
         // Migration 5 counted the objects already there.
         let counts: Vec<i64> = sqlx::query("SELECT n FROM kfp_counts")
             .fetch_all(&mut conn)
@@ -147,11 +147,11 @@ async fn a_schema_1_database_is_migrated_with_its_data_and_a_newer_one_is_refuse
             .collect();
         assert_eq!(counts, vec![1], "{}", b.name);
 
-        // A newer server's migration 6: this server must not touch the database.
+        // A newer server's migration 7: this server must not touch the database.
         sqlx::raw_sql(AssertSqlSafe(
             "INSERT INTO kfp_schema_migrations (version, description, success, checksum, execution_time) \
-             SELECT 6, 'from the future', success, checksum, execution_time FROM kfp_schema_migrations \
-             WHERE version = 5",
+             SELECT 7, 'from the future', success, checksum, execution_time FROM kfp_schema_migrations \
+             WHERE version = 6",
         ))
         .execute(&mut conn)
         .await

@@ -646,75 +646,86 @@ impl Registry {
     /// as kube's garbage collector does: what a crash between an owner's delete and its
     /// cascade, or any race the request path missed, leaves behind. Each dependent is deleted
     /// as [`Registry::delete`] does (its own finalizers honoured). Returns how many went.
+    ///
+    /// The store names the owner uids that are gone from its label index; only their
+    /// dependents are read. (Reading every dependent each sweep read every stored object, large
+    /// pipeline specs included, every minute.) A uid, once gone, never comes back: uids are the
+    /// server's.
     pub async fn collect_orphans(&self) -> Result<usize> {
+        const BATCH: usize = 100;
         let mut collected = 0;
         for owner in kfp_apiservice::resource::RESOURCES {
             for dep in owner.dependents {
                 let Some(dep_res) = Resource::by_plural(dep.resource) else {
                     continue;
                 };
-                let mut known: std::collections::HashMap<String, bool> = Default::default();
-                let mut req = ListRequest {
-                    resource: dep.resource.to_owned(),
-                    labels: LabelSelector::parse(dep.owner_label)
-                        .map_err(|e| RegistryError::BadRequest(e.to_string()))?,
-                    limit: Some(500),
-                    ..Default::default()
-                };
+                let mut after: Option<String> = None;
                 loop {
-                    let page = self.list(dep_res, &req).await?;
-                    for o in &page.items {
-                        let v = json(o, dep_res.plural)?;
-                        let Some(owner_uid) = v
-                            .pointer("/metadata/labels")
-                            .and_then(|l| l.get(dep.owner_label))
-                            .and_then(Value::as_str)
-                        else {
-                            continue;
-                        };
-                        let exists = match known.get(owner_uid) {
-                            Some(e) => *e,
-                            None => {
-                                let e = match self.store.get_by_uid(owner.plural, owner_uid).await {
-                                    Ok(_) => true,
-                                    Err(StoreError::NotFound(_)) => false,
-                                    Err(e) => {
-                                        return Err(RegistryError::store(e, owner.plural, ""));
-                                    }
-                                };
-                                known.insert(owner_uid.to_owned(), e);
-                                e
-                            }
-                        };
-                        if exists {
-                            continue;
-                        }
-                        let opts = DeleteOptions {
-                            preconditions: Preconditions {
-                                uid: Some(o.uid.clone()),
-                                resource_version: None,
-                            },
-                            ..Default::default()
-                        };
-                        match self
-                            .delete(dep_res, &o.key.namespace, &o.key.name, &opts)
-                            .await
-                        {
-                            Ok(_) => collected += 1,
-                            Err(
-                                RegistryError::NotFound { .. } | RegistryError::Conflict { .. },
-                            ) => {}
-                            Err(e) => return Err(e),
-                        }
+                    let gone = self
+                        .store
+                        .dangling_label_values(
+                            dep.resource,
+                            dep.owner_label,
+                            owner.plural,
+                            after.as_deref(),
+                            BATCH,
+                        )
+                        .await
+                        .map_err(|e| RegistryError::store(e, dep.resource, ""))?;
+                    for uid in &gone {
+                        collected += self
+                            .collect_orphans_of(dep_res, dep.owner_label, uid)
+                            .await?;
                     }
-                    match page.continue_token {
-                        Some(t) => req.continue_token = Some(t),
-                        None => break,
+                    if gone.len() < BATCH {
+                        break;
                     }
+                    after = gone.last().cloned();
                 }
             }
         }
         Ok(collected)
+    }
+
+    /// Deletes every `res`, in any namespace, whose `label` is `owner_uid` (an owner that is
+    /// gone), a page at a time.
+    async fn collect_orphans_of(
+        &self,
+        res: &'static Resource,
+        label: &str,
+        owner_uid: &str,
+    ) -> Result<usize> {
+        let mut collected = 0;
+        let mut req = ListRequest {
+            resource: res.plural.to_owned(),
+            labels: LabelSelector(vec![kfp_storage::selector::Requirement::Equals(
+                label.to_owned(),
+                owner_uid.to_owned(),
+            )]),
+            limit: Some(100),
+            ..Default::default()
+        };
+        loop {
+            let page = self.list(res, &req).await?;
+            for o in &page.items {
+                let opts = DeleteOptions {
+                    preconditions: Preconditions {
+                        uid: Some(o.uid.clone()),
+                        resource_version: None,
+                    },
+                    ..Default::default()
+                };
+                match self.delete(res, &o.key.namespace, &o.key.name, &opts).await {
+                    Ok(_) => collected += 1,
+                    Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.continue_token {
+                Some(t) => req.continue_token = Some(t),
+                None => return Ok(collected),
+            }
+        }
     }
 
     /// Replaces an object (PUT) or its status.

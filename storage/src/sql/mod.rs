@@ -103,13 +103,18 @@ pub(crate) fn column_sql(c: IndexColumn) -> &'static str {
     }
 }
 
-/// Reads one `kfp_meta` counter through `e` (the pool, or a transaction for a consistent read).
 /// Change-feed revisions one compaction transaction deletes at most.
 const COMPACT_BATCH: i64 = 1000;
 /// A counter of `kfp_meta` (`revision`, `compacted`).
 pub(super) const SELECT_META: &str = "SELECT value FROM kfp_meta WHERE name = ?";
 /// The oldest change kept (compaction starts its batches there).
 pub(super) const SELECT_OLDEST_CHANGE: &str = "SELECT MIN(revision) FROM kfp_changes";
+/// The newest change older than a time (the compactor's age limit): one entry of the
+/// `kfp_changes_age` index (schema 6), never a walk over the feed's rows and their objects.
+/// Ordered by time, then revision: were the clock ever to step back, the answer is a lower
+/// revision than the newest old one, so compaction keeps more, never less.
+pub(super) const SELECT_REVISION_OLDER_THAN: &str = "SELECT revision FROM kfp_changes \
+     WHERE created_ms < ? ORDER BY created_ms DESC, revision DESC LIMIT 1";
 /// One compaction batch: the history up to a revision, and the mark that moves with it.
 pub(super) const DELETE_CHANGES_UPTO: &str = "DELETE FROM kfp_changes WHERE revision <= ?";
 pub(super) const MARK_COMPACTED: &str =
@@ -304,6 +309,20 @@ impl Store for SqlStore {
         self.inner.db.query(req).await
     }
 
+    async fn dangling_label_values(
+        &self,
+        resource: &str,
+        label: &str,
+        owner_resource: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.inner
+            .db
+            .dangling_label_values(resource, label, owner_resource, after, limit)
+            .await
+    }
+
     async fn create(&self, key: &Key, object: Value) -> Result<Object> {
         self.write(key, Op::Create(object)).await
     }
@@ -386,13 +405,14 @@ impl Maintenance for SqlStore {
     async fn revision_older_than(&self, age: Duration) -> Result<Option<Revision>> {
         let d = self.inner.db.dialect;
         let cutoff = now_ms() - age.as_millis() as i64;
-        let row = sqlx::query(d.sql("SELECT MAX(revision) FROM kfp_changes WHERE created_ms < ?"))
+        let row = sqlx::query(d.sql(SELECT_REVISION_OLDER_THAN))
             .bind(cutoff)
-            .fetch_one(&self.inner.db.pool)
+            .fetch_optional(&self.inner.db.pool)
             .await
             .map_err(db_err)?;
-        let max: Option<i64> = row.try_get(0).map_err(db_err)?;
-        Ok(max.map(|m| Revision(m as u64)))
+        row.map(|r| r.try_get::<i64, _>(0).map(|m| Revision(m as u64)))
+            .transpose()
+            .map_err(db_err)
     }
 
     async fn compact(&self, revision: Revision) -> Result<Revision> {
@@ -442,5 +462,39 @@ impl Maintenance for SqlStore {
             }
         }
         crate::feed::History::compacted(&self.inner.db).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compactor's age query is an index range on SQLite (the embedded default), not a
+    /// scan of the feed: a scan reads every stored object, since `created_ms` follows it.
+    #[tokio::test]
+    async fn the_compactors_age_query_reads_the_age_index_not_the_feed() {
+        let dir = std::env::temp_dir().join(format!("kfp-age-plan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}/store.db", dir.display());
+        let store = SqlStore::open(crate::StoreConfig::new(&url))
+            .await
+            .expect("store");
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {SELECT_REVISION_OLDER_THAN}"
+        )))
+        .bind(0_i64)
+        .fetch_all(&store.inner.db.pool)
+        .await
+        .expect("plan")
+        .iter()
+        .map(|r| r.try_get::<String, _>(3).expect("detail"))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("COVERING INDEX kfp_changes_age (created_ms<?)")),
+            "{plan:?}"
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

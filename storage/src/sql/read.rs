@@ -57,6 +57,43 @@ impl Db {
         row_to_object(resource, &row)
     }
 
+    /// [`crate::Store::dangling_label_values`] from the label index alone: the distinct values
+    /// of the label, each probed once against the owners' uid index.
+    pub(super) async fn dangling_label_values(
+        &self,
+        resource: &str,
+        label: &str,
+        owner_resource: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let d = self.dialect;
+        let sql = format!(
+            "SELECT d.v FROM (SELECT DISTINCT label_value AS v FROM kfp_labels \
+             WHERE resource = ? AND label_key = ?{}) d \
+             WHERE NOT EXISTS (SELECT 1 FROM kfp_objects o WHERE o.resource = ? AND o.uid = d.v) \
+             ORDER BY d.v LIMIT ?",
+            if after.is_some() {
+                " AND label_value > ?"
+            } else {
+                ""
+            }
+        );
+        let mut q = sqlx::query(d.sql(&sql)).bind(resource).bind(label);
+        if let Some(a) = after {
+            q = q.bind(a);
+        }
+        let rows = q
+            .bind(owner_resource)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(db_err))
+            .collect()
+    }
+
     /// The SQLite point reader, while the store is open (a closed store answers Unavailable
     /// through sqlx's closed pool).
     fn point(&self) -> Option<&Arc<super::point::PointReader>> {

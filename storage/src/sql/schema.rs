@@ -17,7 +17,7 @@ use super::dialect::{Dialect, db_err};
 use crate::{Result, StoreError};
 
 /// The layout this server reads and writes (= the last migration's version).
-pub(crate) const SCHEMA_VERSION: i64 = 5;
+pub(crate) const SCHEMA_VERSION: i64 = 6;
 
 /// Version, description and the SQL of each dialect (SQLite, PostgreSQL, MySQL).
 const MIGRATIONS: &[(i64, &str, [&str; 3])] = &[
@@ -64,6 +64,15 @@ const MIGRATIONS: &[(i64, &str, [&str; 3])] = &[
             include_str!("../../migrations/sqlite/0005_counts.sql"),
             include_str!("../../migrations/postgres/0005_counts.sql"),
             include_str!("../../migrations/mysql/0005_counts.sql"),
+        ],
+    ),
+    (
+        6,
+        "change feed by age",
+        [
+            include_str!("../../migrations/sqlite/0006_change_age.sql"),
+            include_str!("../../migrations/postgres/0006_change_age.sql"),
+            include_str!("../../migrations/mysql/0006_change_age.sql"),
         ],
     ),
 ];

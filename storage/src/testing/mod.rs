@@ -107,6 +107,7 @@ pub const CASES: &[(&str, CaseFn)] = cases![
     create_all_is_all_or_nothing_in_revision_order,
     age_based_compaction_target,
     compaction_keeps_the_horizon_of_revisions_and_age,
+    dangling_label_values_name_the_owners_that_are_gone,
 ];
 
 /// Runs every case against `harness`, each on a fresh store; panics on the first failure.
@@ -1289,4 +1290,88 @@ async fn a_filtered_watch_bookmarks_at_the_revision_it_has_passed(h: &dyn Harnes
         WatchItem::Bookmark(rev) => assert_eq!(rev, other.revision, "{}", b.name),
         item => panic!("{}: expected a bookmark, got {item:?}", b.name),
     }
+}
+
+/// The orphan collector's question: which owner uids, named in a label of the dependents, match
+/// no owner. Distinct, bytewise ascending, paged by `after`; any namespace; the empty value too.
+/// (Owners and dependents are both of the suite's one resource: the store knows no kinds.)
+async fn dangling_label_values_name_the_owners_that_are_gone(h: &dyn Harness) {
+    let b = Case::open(h, Options::default()).await;
+    let s = b.store.clone();
+    let mut uid = BTreeMap::new();
+    for (n, (ns, name)) in [
+        ("a", "live"),
+        ("b", "live2"),
+        ("a", "gone1"),
+        ("b", "gone2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let o = s
+            .create(&key(ns, name), obj(ns, name, json!({}), n as u64))
+            .await
+            .unwrap();
+        uid.insert(name, o.uid);
+    }
+    for (ns, name) in [("a", "gone1"), ("b", "gone2")] {
+        s.delete(&key(ns, name), &Preconditions::default())
+            .await
+            .unwrap();
+    }
+    for (n, (ns, name, owner)) in [
+        ("a", "v1", Some("live")),
+        ("a", "v2", Some("gone1")),
+        ("a", "v3", Some("gone1")),
+        ("b", "v4", Some("gone2")),
+        ("b", "v5", Some("live2")),
+        ("a", "v6", None),
+        ("c", "v7", Some("")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let labels = match owner {
+            Some("") => json!({"owner": ""}),
+            Some(o) => json!({"owner": uid[o]}),
+            None => json!({"team": "t"}),
+        };
+        s.create(&key(ns, name), obj(ns, name, labels, n as u64))
+            .await
+            .unwrap();
+    }
+    let ask = |after: Option<String>, limit: usize| {
+        let s = s.clone();
+        async move {
+            s.dangling_label_values(R, "owner", R, after.as_deref(), limit)
+                .await
+                .unwrap()
+        }
+    };
+    let mut gone = [uid["gone1"].clone(), uid["gone2"].clone()];
+    gone.sort();
+    let mut all = vec![String::new()];
+    all.extend(gone.iter().cloned());
+    assert_eq!(ask(None, 10).await, all, "{}", b.name);
+    assert_eq!(ask(None, 1).await, vec![String::new()], "{}", b.name);
+    assert_eq!(ask(Some(String::new()), 1).await, gone[..1], "{}", b.name);
+    assert_eq!(ask(Some(gone[0].clone()), 5).await, gone[1..], "{}", b.name);
+    assert!(ask(Some(gone[1].clone()), 5).await.is_empty(), "{}", b.name);
+    // A label no object has: nothing is dangling.
+    assert!(
+        s.dangling_label_values(R, "absent", R, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "{}",
+        b.name
+    );
+    // Once an owner goes, its uid is dangling.
+    s.delete(&key("a", "live"), &Preconditions::default())
+        .await
+        .unwrap();
+    let mut now = all.clone();
+    now.push(uid["live"].clone());
+    now.sort();
+    assert_eq!(ask(None, 10).await, now, "{}", b.name);
 }
