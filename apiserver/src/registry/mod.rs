@@ -708,17 +708,8 @@ impl Registry {
         loop {
             let page = self.list(res, &req).await?;
             for o in &page.items {
-                let opts = DeleteOptions {
-                    preconditions: Preconditions {
-                        uid: Some(o.uid.clone()),
-                        resource_version: None,
-                    },
-                    ..Default::default()
-                };
-                match self.delete(res, &o.key.namespace, &o.key.name, &opts).await {
-                    Ok(_) => collected += 1,
-                    Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => {}
-                    Err(e) => return Err(e),
+                if self.delete_dependent(res, o).await? {
+                    collected += 1;
                 }
             }
             match page.continue_token {
@@ -1194,21 +1185,27 @@ impl Registry {
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(async move {
             for (dep_res, _, o) in self.dependents(res, ns, uid).await? {
-                let opts = DeleteOptions {
-                    preconditions: Preconditions {
-                        uid: Some(o.uid.clone()),
-                        resource_version: None,
-                    },
-                    ..Default::default()
-                };
-                match self.delete(dep_res, ns, &o.key.name, &opts).await {
-                    Ok(_) | Err(RegistryError::NotFound { .. }) => {}
-                    Err(RegistryError::Conflict { .. }) => {} // replaced by a new object
-                    Err(e) => return Err(e),
-                }
+                self.delete_dependent(dep_res, &o).await?;
             }
             Ok(())
         })
+    }
+
+    /// Deletes the dependent `o` as it was read (a uid precondition): true when this call
+    /// deleted it, false when it was already gone or replaced by a new object of that name.
+    async fn delete_dependent(&self, res: &'static Resource, o: &Object) -> Result<bool> {
+        let opts = DeleteOptions {
+            preconditions: Preconditions {
+                uid: Some(o.uid.clone()),
+                resource_version: None,
+            },
+            ..Default::default()
+        };
+        match self.delete(res, &o.key.namespace, &o.key.name, &opts).await {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the owner reference to `uid` (and the owner label) from its dependents.
