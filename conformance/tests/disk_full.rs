@@ -94,9 +94,15 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_recover() {
     // A watcher from the start: every event it is shown must be a committed write.
     let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
     let watch_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watches: Arc<Mutex<Vec<String>>> = Arc::default();
     // From the list's revision, not "0": a watch from "0" starts with the existing objects as
     // ADDED in name order (as kube-apiserver's), whose revisions need not increase, and the
-    // writers below may already have created some when the watch request arrives.
+    // writers below may already have created some when the watch request arrives. A store that
+    // has never been written lists at revision "0" (docs/kubernetes-api.md), so one object goes
+    // in first.
+    api.create(&PostParams::default(), &pipeline("before-the-watch"))
+        .await
+        .expect("first create");
     let start = api
         .list(&ListParams::default().limit(1))
         .await
@@ -104,17 +110,31 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_recover() {
         .metadata
         .resource_version
         .expect("list revision");
+    assert_ne!(start, "0", "a store with an object lists above revision 0");
     let watcher = {
-        let (api, seen, watch_stop) = (api.clone(), seen.clone(), watch_stop.clone());
+        let (api, seen, watch_stop, watches) = (
+            api.clone(),
+            seen.clone(),
+            watch_stop.clone(),
+            watches.clone(),
+        );
         tokio::spawn(async move {
             let mut from = start;
             while !watch_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let from_was = from.clone();
                 let Ok(stream) = api.watch(&WatchParams::default().timeout(5), &from).await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
                 let mut stream = stream.boxed();
-                while let Some(Ok(event)) = stream.next().await {
+                let mut events = 0usize;
+                let ended = loop {
+                    let event = match stream.next().await {
+                        Some(Ok(event)) => event,
+                        Some(Err(e)) => break format!("error {e}"),
+                        None => break "end".to_owned(),
+                    };
+                    events += 1;
                     match event {
                         WatchEvent::Added(p) | WatchEvent::Modified(p) => {
                             let rv = p.metadata.resource_version.clone().unwrap_or_default();
@@ -126,7 +146,12 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_recover() {
                         WatchEvent::Deleted(_) => panic!("nothing is deleted here"),
                         WatchEvent::Error(e) => panic!("watch error: {e:?}"),
                     }
-                }
+                };
+                // For the failure messages below: where each watch started and how it ended.
+                watches
+                    .lock()
+                    .unwrap()
+                    .push(format!("from {from_was}: {events} items, {ended}"));
             }
         })
     };
@@ -265,9 +290,12 @@ async fn a_full_disk_loses_no_acknowledged_write_and_writes_recover() {
             "watched {name}@{rv} is not what was committed"
         );
     }
+    let backwards: Vec<_> = seen.windows(2).filter(|w| w[0].1 >= w[1].1).collect();
     assert!(
-        seen.windows(2).all(|w| w[0].1 < w[1].1),
-        "watch revisions only go forward"
+        backwards.is_empty(),
+        "watch revisions only go forward; went back at {backwards:?} of {} events; watches: {:?}",
+        seen.len(),
+        watches.lock().unwrap()
     );
     let shown: std::collections::BTreeSet<&String> = seen.iter().map(|(n, _)| n).collect();
     assert!(

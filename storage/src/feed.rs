@@ -157,6 +157,10 @@ pub struct Feed {
     /// Replaced by [`Feed::reset`]: the old sender's watchers see the channel close.
     tx: Mutex<broadcast::Sender<Arc<Event>>>,
     latest: AtomicU64,
+    /// Counts [`Feed::reset`]s. A watch remembers the value it subscribed under and sends no
+    /// bookmark once it has moved: a reset raises `latest` past events that were never sent,
+    /// and a bookmark at it would tell the client it had seen them.
+    resets: AtomicU64,
 }
 
 impl Feed {
@@ -171,6 +175,7 @@ impl Feed {
             config,
             tx: Mutex::new(tx),
             latest: AtomicU64::new(start.0),
+            resets: AtomicU64::new(0),
         })
     }
 
@@ -218,6 +223,9 @@ impl Feed {
     /// ends every current watch (their clients re-watch from their last revision, which then
     /// answers Gone if it is older than the compaction), so no watcher silently misses an event.
     pub fn reset(&self, rev: Revision) {
+        // Counted before `latest` moves: a watch that reads the raised `latest` (Acquire, which
+        // pairs with the AcqRel below) then sees the new count and sends no bookmark.
+        self.resets.fetch_add(1, Ordering::AcqRel);
         let (tx, _) = broadcast::channel(self.config.channel_capacity.max(1));
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = tx;
         *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Ring::default();
@@ -240,8 +248,9 @@ impl Feed {
     pub fn watch(self: &Arc<Self>, req: WatchRequest, history: Arc<dyn History>) -> WatchStream {
         // Subscribed now, not at the first poll: events published from here on are the watch's
         // even if its reader starts later (it lags rather than misses them).
+        let resets = self.resets.load(Ordering::Acquire);
         let rx = self.sender().subscribe();
-        Box::pin(watch_stream(self.clone(), req, history, rx))
+        Box::pin(watch_stream(self.clone(), req, history, rx, resets))
     }
 }
 
@@ -327,7 +336,10 @@ fn watch_stream(
     req: WatchRequest,
     history: Arc<dyn History>,
     mut rx: broadcast::Receiver<Arc<Event>>,
+    resets: u64,
 ) -> impl futures_core::Stream<Item = WatchItem> + Send {
+    // True while no reset has happened since this watch subscribed; read after `latest`.
+    let unreset = move |feed: &Feed| feed.resets.load(Ordering::Acquire) == resets;
     async_stream::stream! {
         // `rx` was subscribed before the past is looked at, so nothing committed in between is
         // missed.
@@ -398,7 +410,10 @@ fn watch_stream(
             // tick).
             if once_due {
                 let latest = feed.latest();
-                if rx.is_empty() {
+                if !unreset(&feed) {
+                    // This watch's channel is closed and ends it; no bookmark past what it got.
+                    once_due = false;
+                } else if rx.is_empty() {
                     once_due = false;
                     last = last.max(latest);
                     yield WatchItem::Bookmark(last);
@@ -436,7 +451,7 @@ fn watch_stream(
                     // up to `latest` has been received (publish sends before it stores
                     // `latest`).
                     let latest = feed.latest();
-                    if rx.is_empty() && latest >= last {
+                    if unreset(&feed) && rx.is_empty() && latest >= last {
                         last = latest;
                         yield WatchItem::Bookmark(latest);
                     }
@@ -696,5 +711,74 @@ mod tests {
             WatchItem::Bookmark(Revision(11)),
             "filtered events still advance bookmarks"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_ends_watches_without_a_bookmark_past_what_they_got() {
+        use tokio_stream::StreamExt;
+        // When the reset's closed channel and a due bookmark wake a watch together, `select!`
+        // takes them in a random order; many rounds take both orders.
+        for round in 0..64 {
+            let config = FeedConfig {
+                bookmark_interval: Duration::from_secs(5),
+                ..FeedConfig::default()
+            };
+            let feed = Feed::new(config, Revision(10));
+            let mut w = feed.watch(
+                WatchRequest {
+                    from: Revision(10),
+                    bookmarks: true,
+                    bookmark_after: Some(Duration::from_secs(1)),
+                    ..req("")
+                },
+                Arc::new(NoHistory),
+            );
+            feed.publish(vec![ev(11, EventKind::Added, &[], None)]);
+            assert!(matches!(
+                w.next().await,
+                Some(WatchItem::Event {
+                    revision: Revision(11),
+                    ..
+                })
+            ));
+            // The watch waits with its bookmark timers set; they fire.
+            let mut next = std::pin::pin!(w.next());
+            std::future::poll_fn(|cx| {
+                assert!(next.as_mut().poll(cx).is_pending(), "nothing to send yet");
+                std::task::Poll::Ready(())
+            })
+            .await;
+            tokio::time::advance(Duration::from_secs(30)).await;
+            // Then, before it runs again: history up to 20 was compacted before this instance
+            // read it. The watch must end with nothing that claims 12..=20, so its client
+            // resumes from 11 (and gets Gone).
+            feed.reset(Revision(20));
+            assert_eq!(feed.latest(), Revision(20));
+            let rest: Vec<WatchItem> = w.collect().await;
+            assert!(
+                rest.iter()
+                    .all(|i| !matches!(i, WatchItem::Bookmark(r) if *r > Revision(11))),
+                "round {round}: {rest:?}"
+            );
+            // A watch started after the reset gets bookmarks at the new revision as usual.
+            let mut w = feed.watch(
+                WatchRequest {
+                    from: Revision(20),
+                    bookmarks: true,
+                    ..req("")
+                },
+                Arc::new(NoHistory),
+            );
+            feed.publish(vec![ev(21, EventKind::Added, &[], None)]);
+            assert!(matches!(
+                w.next().await,
+                Some(WatchItem::Event {
+                    revision: Revision(21),
+                    ..
+                })
+            ));
+            tokio::time::advance(Duration::from_secs(6)).await;
+            assert_eq!(w.next().await, Some(WatchItem::Bookmark(Revision(21))));
+        }
     }
 }
