@@ -578,6 +578,93 @@ async fn orphan_leaves_versions_without_their_owner() {
     }
 }
 
+/// More dependents than one page of the cascade's walk (100), one of them held by a finalizer in
+/// the middle: the background cascade deletes every other one and marks the held one, and the
+/// orphaning of another owner's versions reaches all of them.
+#[tokio::test]
+async fn cascades_and_orphaning_reach_every_page_of_dependents() {
+    let s = server("cascade-pages").await;
+    for owner in ["gone", "kept"] {
+        let (code, _) = post(&s, P, &pipeline(owner, json!({}))).await;
+        assert_eq!(code, StatusCode::CREATED);
+        for i in 0..230 {
+            let mut v = version(&format!("{owner}-{i:03}"), owner);
+            if owner == "gone" && i == 150 {
+                v["metadata"]["finalizers"] = json!(["example.com/hold"]);
+            }
+            let (code, b) = post(&s, V, &v).await;
+            assert_eq!(code, StatusCode::CREATED, "{b}");
+        }
+    }
+    // Store lists so far, from the metrics the instrumented store keeps.
+    let lists = || {
+        s.app
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "kfp_store_operation_duration_seconds_count{operation=\"list\",result=\"ok\"} ",
+                )
+                .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    let before = lists();
+    let (code, _) = call(&s, "DELETE", &format!("{P}/gone"), "", "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        lists() - before >= 3,
+        "230 dependents are read in pages of at most 100, not in one list"
+    );
+    let before = lists();
+    let (code, _) = call(
+        &s,
+        "DELETE",
+        &format!("{P}/kept?propagationPolicy=Orphan"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(lists() - before >= 3, "orphaning reads pages too");
+    let (_, list) = call(&s, "GET", V, "", "").await;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = items
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    let gone: Vec<&&str> = names.iter().filter(|n| n.starts_with("gone-")).collect();
+    assert_eq!(
+        gone,
+        [&"gone-150"],
+        "only the held version of the deleted owner stays"
+    );
+    let held = items
+        .iter()
+        .find(|i| i["metadata"]["name"] == "gone-150")
+        .expect("held");
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    let kept: Vec<&Value> = items
+        .iter()
+        .filter(|i| {
+            i["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("kept-"))
+        })
+        .collect();
+    assert_eq!(kept.len(), 230, "orphaning deletes nothing");
+    for i in kept {
+        assert!(i["metadata"].get("ownerReferences").is_none(), "{i}");
+        assert!(
+            i["metadata"]["labels"]
+                .get("pipelines.kubeflow.org/pipeline-id")
+                .is_none(),
+            "{i}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn no_op_writes_keep_the_resource_version_and_contention_is_retried() {
     let s = server("noop").await;

@@ -673,9 +673,7 @@ impl Registry {
                         .await
                         .map_err(|e| RegistryError::store(e, dep.resource, ""))?;
                     for uid in &gone {
-                        collected += self
-                            .collect_orphans_of(dep_res, dep.owner_label, uid)
-                            .await?;
+                        collected += self.collect_orphans_of(dep_res, dep, uid).await?;
                     }
                     if gone.len() < BATCH {
                         break;
@@ -692,31 +690,28 @@ impl Registry {
     async fn collect_orphans_of(
         &self,
         res: &'static Resource,
-        label: &str,
+        dep: &'static Dependent,
         owner_uid: &str,
     ) -> Result<usize> {
-        let mut collected = 0;
-        let mut req = ListRequest {
+        let labels = LabelSelector(vec![kfp_storage::selector::Requirement::Equals(
+            dep.owner_label.to_owned(),
+            owner_uid.to_owned(),
+        )]);
+        let req = ListRequest {
             resource: res.plural.to_owned(),
-            labels: LabelSelector(vec![kfp_storage::selector::Requirement::Equals(
-                label.to_owned(),
-                owner_uid.to_owned(),
-            )]),
-            limit: Some(100),
+            labels,
             ..Default::default()
         };
-        loop {
-            let page = self.list(res, &req).await?;
-            for o in &page.items {
+        let mut pages = DependentPages::new(vec![(res, dep, req)]);
+        let mut collected = 0;
+        while let Some((_, _, items)) = pages.next(self).await? {
+            for o in &items {
                 if self.delete_dependent(res, o).await? {
                     collected += 1;
                 }
             }
-            match page.continue_token {
-                Some(t) => req.continue_token = Some(t),
-                None => return Ok(collected),
-            }
         }
+        Ok(collected)
     }
 
     /// Replaces an object (PUT) or its status.
@@ -1145,34 +1140,27 @@ impl Registry {
     }
 
     /// The objects that name the owner `uid` (of `res`) as their owner, with their resource.
-    async fn dependents(
-        &self,
-        res: &'static Resource,
-        ns: &str,
-        uid: &str,
-    ) -> Result<Vec<(&'static Resource, &'static Dependent, Object)>> {
-        let mut out = Vec::new();
+    /// The dependents of the owner `uid` of kind `res` in `ns`, walked a page at a time.
+    fn dependents(res: &'static Resource, ns: &str, uid: &str) -> Result<DependentPages> {
+        let mut walks = Vec::new();
         for dep in res.dependents {
             let Some(dep_res) = Resource::by_plural(dep.resource) else {
                 continue;
             };
-            let page = self
-                .list(dep_res, &Self::dependents_request(dep, ns, uid)?)
-                .await?;
-            out.extend(page.items.into_iter().map(|o| (dep_res, dep, o)));
+            let labels = LabelSelector::parse(&format!("{}={uid}", dep.owner_label))
+                .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
+            walks.push((
+                dep_res,
+                dep,
+                ListRequest {
+                    resource: dep.resource.to_owned(),
+                    namespace: Some(ns.to_owned()),
+                    labels,
+                    ..Default::default()
+                },
+            ));
         }
-        Ok(out)
-    }
-
-    fn dependents_request(dep: &Dependent, ns: &str, uid: &str) -> Result<ListRequest> {
-        let labels = LabelSelector::parse(&format!("{}={uid}", dep.owner_label))
-            .map_err(|e| RegistryError::BadRequest(e.to_string()))?;
-        Ok(ListRequest {
-            resource: dep.resource.to_owned(),
-            namespace: Some(ns.to_owned()),
-            labels,
-            ..Default::default()
-        })
+        Ok(DependentPages::new(walks))
     }
 
     /// Deletes the dependents of the owner `uid` (each honouring its own finalizers), as the
@@ -1184,8 +1172,11 @@ impl Registry {
         uid: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>> {
         Box::pin(async move {
-            for (dep_res, _, o) in self.dependents(res, ns, uid).await? {
-                self.delete_dependent(dep_res, &o).await?;
+            let mut pages = Self::dependents(res, ns, uid)?;
+            while let Some((dep_res, _, items)) = pages.next(self).await? {
+                for o in &items {
+                    self.delete_dependent(dep_res, o).await?;
+                }
             }
             Ok(())
         })
@@ -1210,47 +1201,62 @@ impl Registry {
 
     /// Removes the owner reference to `uid` (and the owner label) from its dependents.
     async fn orphan_dependents(&self, res: &'static Resource, ns: &str, uid: &str) -> Result<()> {
-        for (dep_res, dep, o) in self.dependents(res, ns, uid).await? {
-            let mut current = o;
-            for attempt in 0..MAX_ATTEMPTS {
-                if attempt > 0 {
-                    backoff(attempt).await;
-                    current = match self.store.get(&current.key).await {
-                        Ok(c) => c,
-                        Err(StoreError::NotFound(_)) => break,
-                        Err(e) => {
-                            return Err(RegistryError::store(e, dep_res.plural, &current.key.name));
-                        }
-                    };
-                }
-                let live = json(&current, dep_res.plural)?;
-                let mut new = live.clone();
-                if let Some(meta) = meta_mut(&mut new) {
-                    if let Some(Value::Array(refs)) = meta.get_mut("ownerReferences") {
-                        refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
-                        if refs.is_empty() {
-                            meta.remove("ownerReferences");
-                        }
-                    }
-                    if let Some(Value::Object(labels)) = meta.get_mut("labels") {
-                        labels.remove(dep.owner_label);
-                    }
-                }
-                let scope = Scope::Main {
-                    ignore_status: dep_res.status_subresource,
-                };
-                let m = managed::update(&dep_res.fields, Some(&live), &new, "kfp-apiserver", scope);
-                managed::store(&mut new, &m);
-                let pre = Preconditions {
-                    uid: Some(current.uid.clone()),
-                    resource_version: Some(current.revision),
-                };
-                match self.store.update(&current.key, new, &pre).await {
-                    Ok(_) | Err(StoreError::NotFound(_)) => break,
-                    Err(StoreError::Conflict { .. }) => continue,
+        let mut pages = Self::dependents(res, ns, uid)?;
+        while let Some((dep_res, dep, items)) = pages.next(self).await? {
+            for o in items {
+                self.orphan_dependent(dep_res, dep, o, uid).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the owner reference to `uid` (and the owner label) from the dependent `o`.
+    async fn orphan_dependent(
+        &self,
+        dep_res: &'static Resource,
+        dep: &Dependent,
+        o: Object,
+        uid: &str,
+    ) -> Result<()> {
+        let mut current = o;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+                current = match self.store.get(&current.key).await {
+                    Ok(c) => c,
+                    Err(StoreError::NotFound(_)) => break,
                     Err(e) => {
                         return Err(RegistryError::store(e, dep_res.plural, &current.key.name));
                     }
+                };
+            }
+            let live = json(&current, dep_res.plural)?;
+            let mut new = live.clone();
+            if let Some(meta) = meta_mut(&mut new) {
+                if let Some(Value::Array(refs)) = meta.get_mut("ownerReferences") {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                    if refs.is_empty() {
+                        meta.remove("ownerReferences");
+                    }
+                }
+                if let Some(Value::Object(labels)) = meta.get_mut("labels") {
+                    labels.remove(dep.owner_label);
+                }
+            }
+            let scope = Scope::Main {
+                ignore_status: dep_res.status_subresource,
+            };
+            let m = managed::update(&dep_res.fields, Some(&live), &new, "kfp-apiserver", scope);
+            managed::store(&mut new, &m);
+            let pre = Preconditions {
+                uid: Some(current.uid.clone()),
+                resource_version: Some(current.revision),
+            };
+            match self.store.update(&current.key, new, &pre).await {
+                Ok(_) | Err(StoreError::NotFound(_)) => break,
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => {
+                    return Err(RegistryError::store(e, dep_res.plural, &current.key.name));
                 }
             }
         }
@@ -1371,5 +1377,48 @@ fn check_identity(res: &'static Resource, name: &str, config: &Value) -> Result<
         Some(_) => Err(RegistryError::BadRequest(
             "metadata must be an object".into(),
         )),
+    }
+}
+
+/// Dependents of an owner, one list walk per dependent kind, a page of [`DEPENDENTS_PAGE`] at a
+/// time: a cascade or a sweep holds one page, not every dependent (an owner can have thousands
+/// of versions of hundreds of KiB each). Pages follow `continue`, so a dependent that stays
+/// (one with finalizers, or one the caller could not change) is not read again.
+struct DependentPages {
+    walks: std::vec::IntoIter<(&'static Resource, &'static Dependent, ListRequest)>,
+    current: Option<(&'static Resource, &'static Dependent, ListRequest)>,
+}
+
+/// Dependents read at a time by a cascade, an orphaning or the sweep.
+const DEPENDENTS_PAGE: usize = 100;
+
+impl DependentPages {
+    fn new(walks: Vec<(&'static Resource, &'static Dependent, ListRequest)>) -> Self {
+        DependentPages {
+            walks: walks.into_iter(),
+            current: None,
+        }
+    }
+
+    /// The next non-empty page, or None once every walk has ended.
+    async fn next(
+        &mut self,
+        registry: &Registry,
+    ) -> Result<Option<(&'static Resource, &'static Dependent, Vec<Object>)>> {
+        loop {
+            let Some((res, dep, mut req)) = self.current.take().or_else(|| self.walks.next())
+            else {
+                return Ok(None);
+            };
+            req.limit = Some(DEPENDENTS_PAGE);
+            let page = registry.list(res, &req).await?;
+            if let Some(token) = page.continue_token {
+                req.continue_token = Some(token);
+                self.current = Some((res, dep, req));
+            }
+            if !page.items.is_empty() {
+                return Ok(Some((res, dep, page.items)));
+            }
+        }
     }
 }
