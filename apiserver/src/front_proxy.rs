@@ -58,25 +58,22 @@ fn with_authenticated(mut groups: Vec<String>) -> Vec<String> {
     groups
 }
 
-/// `url.PathUnescape`, for extra keys.
+/// An extra key as kube-apiserver's `unescapeExtraKey` reads it: `url.PathUnescape`, and the key
+/// exactly as sent when it has a `%` without two hex digits after it (Go's unescape fails
+/// then). Bytes that are not UTF-8 after decoding become U+FFFD (Go keeps them raw).
 fn path_unescape(s: &str) -> String {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
+    let well_formed = b.iter().enumerate().all(|(i, c)| {
+        *c != b'%'
+            || b.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return s.to_owned();
     }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// The front proxy: trusts the `X-Remote-*` headers only on a connection whose certificate
@@ -164,7 +161,9 @@ impl Authenticator for RequestHeaderAuthenticator {
                     && let Ok(v) = v.to_str()
                 {
                     extra
-                        .entry(path_unescape(rest).to_lowercase())
+                        // Header names arrive lower-cased; kube-apiserver lower-cases before
+                        // it unescapes, so an escaped capital stays one.
+                        .entry(path_unescape(rest))
                         .or_default()
                         .push(v.to_owned());
                 }
@@ -286,6 +285,7 @@ mod tests {
             "x-remote-extra-authentication.kubernetes.io%2fcredential-id",
             "X509SHA256=ab".parse().unwrap(),
         );
+        h.insert("x-remote-extra-scope%41", "s".parse().unwrap());
         h
     }
 
@@ -309,6 +309,7 @@ mod tests {
             u.extra["authentication.kubernetes.io/credential-id"],
             ["X509SHA256=ab"]
         );
+        assert_eq!(u.extra["scopeA"], ["s"], "unescaped after lower-casing");
         for (cas, cn) in [
             (vec![ClientCa::RequestHeader], "someone-else"),
             (vec![ClientCa::Client], "front-proxy-client"),
@@ -328,6 +329,21 @@ mod tests {
             None,
             "no certificate: headers ignored"
         );
+    }
+
+    #[test]
+    fn extra_keys_unescape_as_go_path_unescape() {
+        assert_eq!(path_unescape("a%2Fb%2fc"), "a/b/c");
+        assert_eq!(path_unescape("%E2%9C%93"), "\u{2713}");
+        assert_eq!(path_unescape("100%"), "100%", "a lone % stays");
+        assert_eq!(path_unescape("%zz%4"), "%zz%4");
+        assert_eq!(
+            path_unescape("a%2Fb%zz"),
+            "a%2Fb%zz",
+            "one bad escape keeps the whole key as sent"
+        );
+        assert_eq!(path_unescape("%%41"), "%%41");
+        assert_eq!(path_unescape("%ff"), "\u{fffd}", "not UTF-8: replaced");
     }
 
     #[tokio::test]

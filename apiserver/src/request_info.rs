@@ -197,27 +197,14 @@ impl KfpOp {
     }
 }
 
-/// A path segment, percent-decoded (`None` when it is empty or not UTF-8 after decoding).
+/// A path segment, percent-decoded (`None` when it is empty or not UTF-8 after decoding); a `%`
+/// not followed by two hex digits stays as it is.
 fn segment(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok().filter(|s| !s.is_empty())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
+        .filter(|s| !s.is_empty())
 }
 
 /// The KFP operation of a path under `/apis/v2beta1/`.
