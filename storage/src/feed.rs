@@ -5,13 +5,18 @@
 //! one once on a broadcast channel; every watch is a stream that subscribes *first*, then replays
 //! (from the ring, or from the database through [`History`] for older revisions), then follows
 //! the channel, dropping anything at or below the last revision it sent (kine's recipe). Events are
-//! shared (`Arc`), so fan-out costs no copies. A watcher that falls behind the channel, or asks
-//! for a compacted revision, gets [`WatchItem::Error`] with Gone and its stream ends — never a
-//! silently dropped event.
+//! shared (`Arc`), so fan-out costs no copies.
+//!
+//! The channel carries weak references: only the ring, bounded in bytes, keeps events alive. A
+//! watcher whose client stopped reading therefore pins no objects (with strong references it
+//! pinned the channel's last 4,096 events, up to 24 GiB of 3 MiB objects and their previous
+//! states); one that reaches an event already gone from the ring reads it from the database
+//! like a replay. A watcher that falls behind the channel, or asks for a compacted revision,
+//! gets [`WatchItem::Error`] with Gone and its stream ends — never a silently dropped event.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -77,6 +82,14 @@ pub struct Event {
     pub current: State,
     /// The object before the change (absent for creates).
     pub prev: Option<State>,
+}
+
+/// What the channel carries: an event's revision and a weak reference to it (the ring holds the
+/// event itself).
+#[derive(Clone)]
+struct Sent {
+    revision: Revision,
+    event: Weak<Event>,
 }
 
 /// What a watch delivers.
@@ -155,7 +168,7 @@ pub struct Feed {
     config: FeedConfig,
     ring: Mutex<Ring>,
     /// Replaced by [`Feed::reset`]: the old sender's watchers see the channel close.
-    tx: Mutex<broadcast::Sender<Arc<Event>>>,
+    tx: Mutex<broadcast::Sender<Sent>>,
     latest: AtomicU64,
     /// Counts [`Feed::reset`]s. A watch remembers the value it subscribed under and sends no
     /// bookmark once it has moved: a reset raises `latest` past events that were never sent,
@@ -207,15 +220,19 @@ impl Feed {
                     }
                 }
             }
-            // No receivers is fine.
-            let _ = self.sender().send(ev);
+            // No receivers is fine. The ring holds the event; the channel only points at it.
+            let _ = self.sender().send(Sent {
+                revision: rev,
+                event: Arc::downgrade(&ev),
+            });
+            drop(ev);
             // Published after sending, so a watcher that reads `latest` and then finds its
             // channel empty has received everything up to it.
             self.latest.store(rev.0, Ordering::Release);
         }
     }
 
-    fn sender(&self) -> broadcast::Sender<Arc<Event>> {
+    fn sender(&self) -> broadcast::Sender<Sent> {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -322,7 +339,7 @@ enum Wake {
     /// The deadline bookmark is due.
     Once,
     /// The broadcast channel had something.
-    Received(std::result::Result<Arc<Event>, broadcast::error::RecvError>),
+    Received(std::result::Result<Sent, broadcast::error::RecvError>),
     /// The idle-bookmark tick.
     Tick,
 }
@@ -335,7 +352,7 @@ fn watch_stream(
     feed: Arc<Feed>,
     req: WatchRequest,
     history: Arc<dyn History>,
-    mut rx: broadcast::Receiver<Arc<Event>>,
+    mut rx: broadcast::Receiver<Sent>,
     resets: u64,
 ) -> impl futures_core::Stream<Item = WatchItem> + Send {
     // True while no reset has happened since this watch subscribed; read after `latest`.
@@ -429,13 +446,44 @@ fn watch_stream(
                     once_pending = false;
                     once_due = true;
                 }
-                Wake::Received(Ok(ev)) => {
-                    if ev.revision <= last {
+                Wake::Received(Ok(sent)) => {
+                    if sent.revision <= last {
                         continue;
                     }
-                    last = ev.revision;
-                    if let Some(item) = project(&ev, &req) {
-                        yield item;
+                    if let Some(ev) = sent.event.upgrade() {
+                        last = ev.revision;
+                        if let Some(item) = project(&ev, &req) {
+                            yield item;
+                        }
+                        continue;
+                    }
+                    // The event left the ring before this watch got to it: the database has
+                    // it, and everything published since, in pages (the channel's copies of
+                    // those are then skipped).
+                    let until = feed.latest().max(sent.revision);
+                    while last < until {
+                        let page = match history.events(last, until, HISTORY_PAGE).await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                yield WatchItem::Error(e);
+                                return;
+                            }
+                        };
+                        let Some(end) = page.last().map(|e| e.revision) else {
+                            // Compacted meanwhile: the client must relist.
+                            let compacted = history.compacted().await.unwrap_or(until);
+                            yield WatchItem::Error(StoreError::Gone {
+                                requested: last,
+                                compacted,
+                            });
+                            return;
+                        };
+                        for ev in &page {
+                            if let Some(item) = project(ev, &req) {
+                                yield item;
+                            }
+                        }
+                        last = end;
                     }
                 }
                 Wake::Received(Err(broadcast::error::RecvError::Lagged(_))) => {
@@ -496,6 +544,76 @@ mod tests {
         async fn compacted(&self) -> Result<Revision> {
             Ok(Revision(0))
         }
+    }
+
+    struct VecHistory(Vec<Event>);
+    #[async_trait::async_trait]
+    impl History for VecHistory {
+        async fn events(
+            &self,
+            from: Revision,
+            until: Revision,
+            limit: usize,
+        ) -> Result<Vec<Event>> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|e| e.revision > from && e.revision <= until)
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+        async fn compacted(&self) -> Result<Revision> {
+            Ok(Revision(0))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_channel_pins_no_event_and_a_watcher_past_the_ring_reads_the_database() {
+        use tokio_stream::StreamExt;
+        let events: Vec<Event> = (1..=10)
+            .map(|r| {
+                let mut e = ev(r, EventKind::Added, &[], None);
+                e.current.object = Bytes::from(vec![b' '; 1 << 20]);
+                e
+            })
+            .collect();
+        let size = events[0].size();
+        let feed = Feed::new(
+            FeedConfig {
+                ring_capacity: 100,
+                ring_max_bytes: 3 * size,
+                ..Default::default()
+            },
+            Revision(0),
+        );
+        // A watch in its live loop whose client reads nothing yet, and a bare receiver.
+        let mut w = feed.watch(req(""), Arc::new(VecHistory(events.clone())));
+        let mut next = std::pin::pin!(w.next());
+        std::future::poll_fn(|cx| {
+            assert!(next.as_mut().poll(cx).is_pending());
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let mut rx = feed.sender().subscribe();
+        feed.publish(events);
+        // Only the ring keeps events: the seven that left it are freed, whoever lags.
+        let mut alive = Vec::new();
+        while let Ok(sent) = rx.try_recv() {
+            if sent.event.upgrade().is_some() {
+                alive.push(sent.revision.0);
+            }
+        }
+        assert_eq!(alive, [8, 9, 10]);
+        // The watcher still gets every event once, in order: 1..=7 from the database.
+        let mut revs = Vec::new();
+        while revs.len() < 10 {
+            match w.next().await {
+                Some(WatchItem::Event { revision, .. }) => revs.push(revision.0),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(revs, (1..=10).collect::<Vec<_>>());
     }
 
     fn req(selector: &str) -> WatchRequest {
@@ -559,27 +677,6 @@ mod tests {
     #[tokio::test]
     async fn the_ring_is_bounded_in_bytes_and_older_events_replay_from_history() {
         use tokio_stream::StreamExt;
-        struct VecHistory(Vec<Event>);
-        #[async_trait::async_trait]
-        impl History for VecHistory {
-            async fn events(
-                &self,
-                from: Revision,
-                until: Revision,
-                limit: usize,
-            ) -> Result<Vec<Event>> {
-                Ok(self
-                    .0
-                    .iter()
-                    .filter(|e| e.revision > from && e.revision <= until)
-                    .take(limit)
-                    .cloned()
-                    .collect())
-            }
-            async fn compacted(&self) -> Result<Revision> {
-                Ok(Revision(0))
-            }
-        }
         let events: Vec<Event> = (1..=10)
             .map(|r| ev(r, EventKind::Added, &[], None))
             .collect();
