@@ -113,7 +113,8 @@ pub enum WatchItem {
 /// Where a watch replays events older than the ring from.
 #[async_trait::async_trait]
 pub trait History: Send + Sync + 'static {
-    /// Events with `from < revision <= until`, oldest first, at most `limit`.
+    /// Events with `from < revision <= until`, oldest first, at most `limit` (fewer when the
+    /// backend bounds a page in bytes, but at least one while any remain).
     async fn events(&self, from: Revision, until: Revision, limit: usize) -> Result<Vec<Event>>;
     /// The oldest revision a watch may start from.
     async fn compacted(&self) -> Result<Revision>;

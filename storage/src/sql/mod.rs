@@ -497,4 +497,47 @@ mod tests {
         store.close().await;
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A read of the change feed stops once it holds `PAGE_BYTES` of objects, and the pages
+    /// still cover every change once.
+    #[tokio::test]
+    async fn change_feed_pages_are_bounded_in_bytes() {
+        let dir = std::env::temp_dir().join(format!("kfp-feed-bytes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("sqlite://{}/store.db", dir.display());
+        let store = SqlStore::open(crate::StoreConfig::new(&url))
+            .await
+            .expect("store");
+        let big = "x".repeat(3 << 20);
+        for i in 0..8 {
+            let key = Key::new("pipelines", "ns", &format!("p{i}"));
+            let obj = serde_json::json!({"metadata": {"name": key.name, "uid": format!("u{i}")}, "spec": {"description": big}});
+            store.create(&key, obj).await.expect("create");
+        }
+        let db = &store.inner.db;
+        let (first, more) = db
+            .events_after(Revision(0), None, 1000)
+            .await
+            .expect("page");
+        let per_page = tail::PAGE_BYTES.div_ceil(3 << 20);
+        assert_eq!(
+            first.len(),
+            per_page,
+            "stops at the first event past the bound"
+        );
+        assert!(more, "a page cut by bytes says there may be more");
+        let mut revs: Vec<u64> = first.iter().map(|e| e.revision.0).collect();
+        let mut last = *revs.last().expect("one");
+        loop {
+            let page = crate::feed::History::events(db, Revision(last), Revision(8), 1000)
+                .await
+                .expect("page");
+            let Some(end) = page.last() else { break };
+            last = end.revision.0;
+            revs.extend(page.iter().map(|e| e.revision.0));
+        }
+        assert_eq!(revs, (1..=8).collect::<Vec<_>>());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

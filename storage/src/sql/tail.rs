@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -27,12 +28,15 @@ impl Db {
         Ok(Revision(self.meta("revision").await? as u64))
     }
 
-    async fn events_after(
+    /// Changes after `from` (up to `until`), oldest first: at most `limit`, and no more once
+    /// [`PAGE_BYTES`] of objects are read (at least one). True as well when the page is full,
+    /// by either bound, so there may be more.
+    pub(super) async fn events_after(
         &self,
         from: Revision,
         until: Option<Revision>,
         limit: usize,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<(Vec<Event>, bool)> {
         let sql = match until {
             Some(_) => {
                 "SELECT revision, resource, namespace, name, event, value, prev_value FROM kfp_changes \
@@ -48,12 +52,18 @@ impl Db {
         if let Some(u) = until {
             q = q.bind(u.0 as i64);
         }
-        let rows = q
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(|r| self.row_to_event(r)).collect()
+        let mut rows = q.bind(limit as i64).fetch(&self.pool);
+        let (mut events, mut bytes) = (Vec::new(), 0usize);
+        while let Some(row) = rows.try_next().await.map_err(db_err)? {
+            let ev = self.row_to_event(&row)?;
+            bytes += ev.current.object.len() + ev.prev.as_ref().map_or(0, |p| p.object.len());
+            events.push(ev);
+            if bytes >= PAGE_BYTES {
+                return Ok((events, true));
+            }
+        }
+        let full = events.len() >= limit;
+        Ok((events, full))
     }
 
     /// The filterable view of a stored state (a row that is not JSON filters as empty).
@@ -91,7 +101,7 @@ impl Db {
 #[async_trait::async_trait]
 impl History for Db {
     async fn events(&self, from: Revision, until: Revision, limit: usize) -> Result<Vec<Event>> {
-        self.events_after(from, Some(until), limit).await
+        Ok(self.events_after(from, Some(until), limit).await?.0)
     }
 
     async fn compacted(&self) -> Result<Revision> {
@@ -100,6 +110,9 @@ impl History for Db {
 }
 
 const TAIL_BATCH: usize = 500;
+/// Bytes of objects (states and previous states) one read of the change feed holds at most,
+/// beyond its first event: a page of 1,000 changes of 3 MiB objects would otherwise be 6 GB.
+pub(super) const PAGE_BYTES: usize = 16 << 20;
 
 /// Reads committed changes in revision order into the feed.
 pub(super) async fn tail(db: Db, feed: Arc<Feed>, wake: Arc<Notify>, poll: Duration) {
@@ -111,8 +124,7 @@ pub(super) async fn tail(db: Db, feed: Arc<Feed>, wake: Arc<Notify>, poll: Durat
         loop {
             let last = feed.latest();
             match db.events_after(last, None, TAIL_BATCH).await {
-                Ok(events) => {
-                    let n = events.len();
+                Ok((events, full)) => {
                     if let Some(first) = events.first()
                         && first.revision.0 != last.0 + 1
                     {
@@ -126,7 +138,7 @@ pub(super) async fn tail(db: Db, feed: Arc<Feed>, wake: Arc<Notify>, poll: Durat
                         feed.reset(Revision(first.revision.0 - 1));
                     }
                     feed.publish(events);
-                    if n < TAIL_BATCH {
+                    if !full {
                         break;
                     }
                 }
