@@ -47,6 +47,35 @@ pub struct Metrics {
     watch_events: Family<WatchEventLabels, Counter>,
 }
 
+/// One watch's `apiserver_watch_events` counters, by event type.
+pub struct WatchEvents {
+    family: Family<WatchEventLabels, Counter>,
+    resource: &'static str,
+    by_kind: [Option<Counter>; 3],
+}
+
+impl WatchEvents {
+    /// Counts one event sent to this watch's client.
+    pub fn inc(&mut self, kind: kfp_storage::EventKind) {
+        let slot = match kind {
+            kfp_storage::EventKind::Added => 0,
+            kfp_storage::EventKind::Modified => 1,
+            kfp_storage::EventKind::Deleted => 2,
+        };
+        let (family, resource) = (&self.family, self.resource);
+        self.by_kind[slot]
+            .get_or_insert_with(|| {
+                family
+                    .get_or_create(&WatchEventLabels {
+                        resource: resource.to_owned(),
+                        r#type: kind.as_str().to_owned(),
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+}
+
 /// Decrements the open-watch gauge when the watch ends.
 pub struct WatchGuard {
     gauge: Gauge,
@@ -145,14 +174,15 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Counts one event sent to a watcher.
-    pub fn watch_event(&self, resource: &str, kind: &str) {
-        self.watch_events
-            .get_or_create(&WatchEventLabels {
-                resource: resource.to_owned(),
-                r#type: kind.to_owned(),
-            })
-            .inc();
+    /// The event counters of one watch: each series is looked up once per watch and event
+    /// type, not once per delivery (a write to 10,000 watchers would otherwise take the
+    /// family's lock and allocate its labels 10,000 times).
+    pub fn watch_events(&self, resource: &'static str) -> WatchEvents {
+        WatchEvents {
+            family: self.watch_events.clone(),
+            resource,
+            by_kind: [None, None, None],
+        }
     }
 
     /// Counts an open watch until the guard drops.
@@ -199,7 +229,12 @@ mod tests {
             )
         );
         m.observe_store("get", "ok", 0.001);
-        m.watch_event("pipelines", "ADDED");
+        let mut one = m.watch_events("pipelines");
+        let mut two = m.watch_events("pipelines");
+        one.inc(kfp_storage::EventKind::Added);
+        one.inc(kfp_storage::EventKind::Added);
+        two.inc(kfp_storage::EventKind::Added);
+        two.inc(kfp_storage::EventKind::Deleted);
         let text = m.render();
         assert!(
             text.contains(
@@ -208,9 +243,16 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("apiserver_watch_events_total{resource=\"pipelines\",type=\"ADDED\"} 1"),
+            text.contains("apiserver_watch_events_total{resource=\"pipelines\",type=\"ADDED\"} 3"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "apiserver_watch_events_total{resource=\"pipelines\",type=\"DELETED\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("type=\"MODIFIED\""), "{text}");
         drop(g);
         assert!(
             m.render().contains(

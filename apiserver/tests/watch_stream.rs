@@ -189,3 +189,50 @@ async fn the_watch_deadline_runs_from_the_request_not_from_the_first_read() {
         String::from_utf8_lossy(&body)
     );
 }
+
+/// A watch that has already delivered events ends when the server shuts down (the stream waits
+/// on the shutdown signal once for its whole life, across deliveries).
+#[tokio::test]
+async fn an_open_watch_ends_at_shutdown_after_deliveries() {
+    use http_body_util::{BodyExt, Full};
+    use tower::Service;
+    let (app, _store, shutdown) =
+        common::sqlite_app("shutdown", TOKEN, &[], Limits::default()).await;
+    let from = create(&app, "zero", json!({})).await;
+    let req = http::Request::builder()
+        .uri(format!(
+            "{BASE}?watch=true&resourceVersion={from}&allowWatchBookmarks=true&timeoutSeconds=600"
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = kfp_apiserver::app::AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let limit = std::time::Duration::from_secs(30);
+    for name in ["one", "two", "three"] {
+        let created = create(&app, name, json!({})).await;
+        let frame = tokio::time::timeout(limit, body.frame())
+            .await
+            .expect("the event arrives")
+            .expect("the stream is open")
+            .expect("infallible");
+        let event: Value = serde_json::from_slice(frame.data_ref().expect("data")).expect("JSON");
+        assert_eq!(event["type"], "ADDED");
+        assert_eq!(rv(&event), created);
+    }
+    shutdown.send(true).expect("the app holds the receiver");
+    let rest = tokio::time::timeout(limit, body.collect())
+        .await
+        .expect("the stream ends at shutdown, not at its 600 s timeout")
+        .expect("infallible")
+        .to_bytes();
+    assert!(
+        rest.is_empty(),
+        "nothing after shutdown: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -422,6 +422,10 @@ fn watch_stream(
             .map(|d| tokio::time::Instant::now() + d);
         let mut once_pending = once_at.is_some();
         let mut once_due = false;
+        // One timer for the whole watch: a new sleep per event would register and cancel a
+        // timer at every delivery.
+        let once_sleep = sleep_until_opt(once_at);
+        tokio::pin!(once_sleep);
         loop {
             // The one-off bookmark goes out as soon as it is due and every event received so
             // far has been handled; `latest` is read before the channel is checked (see the
@@ -438,7 +442,7 @@ fn watch_stream(
                 }
             }
             let wake = tokio::select! {
-                _ = sleep_until_opt(once_at), if once_pending => Wake::Once,
+                _ = &mut once_sleep, if once_pending => Wake::Once,
                 received = rx.recv() => Wake::Received(received),
                 _ = tick.tick(), if req.bookmarks => Wake::Tick,
             };

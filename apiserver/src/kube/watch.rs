@@ -148,7 +148,7 @@ pub async fn watch(
     let end_marker = opts.send_initial_events;
     let bookmarks = opts.bookmarks;
     let guard = app.metrics.watch_started(res.plural);
-    let metrics = app.metrics.clone();
+    let mut counted = app.metrics.watch_events(res.plural);
     // The body polls the store's stream itself: a delivery wakes only the connection's task,
     // and the stream (and the store's subscription) goes when hyper drops the body.
     let events = async_stream::stream! {
@@ -171,17 +171,22 @@ pub async fn watch(
             }
         };
         tokio::pin!(deadline);
+        // One wait on the shutdown signal for the whole watch: a new `changed()` per event
+        // would join and leave the signal's waiter list (one lock shared by every watch) at
+        // every delivery.
+        let shutting_down = shutdown.changed();
+        tokio::pin!(shutting_down);
         let mut last = start;
         loop {
             let item = tokio::select! {
                 item = stream.next() => item,
                 _ = &mut deadline => None,
-                _ = shutdown.changed() => None,
+                _ = &mut shutting_down => None,
             };
             match item {
                 Some(WatchItem::Event { kind: ev, revision, object }) => {
                     last = revision;
-                    metrics.watch_event(res.plural, ev.as_str());
+                    counted.inc(ev);
                     yield encode(res, ev.as_str(), &object, out);
                 }
                 Some(WatchItem::Bookmark(rev)) => {

@@ -798,32 +798,21 @@ async fn fanout(
             drop(permit);
             connected.fetch_add(1, Ordering::Relaxed);
             let mut body = resp.into_body();
-            let mut buf: Vec<u8> = Vec::new();
+            let mut lines = Lines::default();
             let mut seen: Seen = Vec::with_capacity(writes as usize);
+            // One wait on the stop signal for the whole watch, not one per frame.
+            let stopped = stop.wait_for(|s| *s);
+            tokio::pin!(stopped);
             loop {
                 let frame = tokio::select! {
                     f = body.frame() => f,
-                    _ = stop.wait_for(|s| *s) => break,
+                    _ = &mut stopped => break,
                 };
                 let Some(Ok(frame)) = frame else { break };
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                let now = Instant::now();
-                buf.extend_from_slice(&data);
-                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    if let Ok(ev) = serde_json::from_slice::<WatchEvent>(&line)
-                        && ev.kind == "MODIFIED"
-                        && let Some(rv) = ev
-                            .object
-                            .metadata
-                            .resource_version
-                            .and_then(|r| r.parse().ok())
-                    {
-                        seen.push((rv, now));
-                    }
-                }
+                lines.feed(&data, Instant::now(), &mut seen);
                 if seen.len() as u64 >= writes {
                     break;
                 }
@@ -934,6 +923,47 @@ async fn fanout(
     extra.insert("expected".into(), json!(expected));
     extra.insert("delivered_before_ack".into(), json!(early));
     Ok((rec, Some(delivered), Some(write_start.elapsed())))
+}
+
+/// A watch stream cut into lines: whole lines are parsed where they lie in a frame, and only
+/// a line's unfinished tail is kept for the next frame.
+#[derive(Default)]
+struct Lines {
+    tail: Vec<u8>,
+}
+
+impl Lines {
+    /// Records each MODIFIED event completed by `data`, seen at `now`.
+    fn feed(&mut self, data: &[u8], now: Instant, seen: &mut Seen) {
+        if self.tail.is_empty() {
+            let rest = watch_lines(data, now, seen);
+            self.tail.extend_from_slice(rest);
+        } else {
+            self.tail.extend_from_slice(data);
+            let used = self.tail.len() - watch_lines(&self.tail, now, seen).len();
+            self.tail.drain(..used);
+        }
+    }
+}
+
+/// Records each MODIFIED event among the whole lines of `data`, seen at `now`; returns the
+/// unfinished tail after the last newline.
+fn watch_lines<'a>(data: &'a [u8], now: Instant, seen: &mut Seen) -> &'a [u8] {
+    let mut rest = data;
+    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        if let Ok(ev) = serde_json::from_slice::<WatchEvent>(&rest[..nl])
+            && ev.kind == "MODIFIED"
+            && let Some(rv) = ev
+                .object
+                .metadata
+                .resource_version
+                .and_then(|r| r.parse().ok())
+        {
+            seen.push((rv, now));
+        }
+        rest = &rest[nl + 1..];
+    }
+    rest
 }
 
 /// A small xorshift generator: the mix of a run, not security.
@@ -1090,4 +1120,36 @@ async fn kfp_list(
     extra.insert("items".into(), json!(items.load(Ordering::Relaxed)));
     extra.insert("total_size".into(), json!(total.load(Ordering::Relaxed)));
     (rec, None, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_lines_reads_whole_lines_and_keeps_the_tail() {
+        let now = Instant::now();
+        let mut seen = Seen::new();
+        let ev = |t: &str, rv: u64| {
+            format!(r#"{{"type":"{t}","object":{{"metadata":{{"resourceVersion":"{rv}"}}}}}}"#)
+        };
+        let stream = format!(
+            "{}\n{}\n{}\n{}\n",
+            ev("ADDED", 1),
+            ev("MODIFIED", 2),
+            ev("BOOKMARK", 3),
+            ev("MODIFIED", 4)
+        );
+        // Every split point, as two frames.
+        for cut in 0..=stream.len() {
+            seen.clear();
+            let mut lines = Lines::default();
+            let (a, b) = stream.as_bytes().split_at(cut);
+            lines.feed(a, now, &mut seen);
+            lines.feed(b, now, &mut seen);
+            let revs: Vec<u64> = seen.iter().map(|(rv, _)| *rv).collect();
+            assert_eq!(revs, [2, 4], "split at {cut}");
+            assert!(lines.tail.is_empty(), "split at {cut}: {:?}", lines.tail);
+        }
+    }
 }
