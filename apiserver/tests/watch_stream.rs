@@ -236,3 +236,62 @@ async fn an_open_watch_ends_at_shutdown_after_deliveries() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// A large object's event goes out as its head, the object's bytes as the store shares them
+/// and its tail (so its watchers share one copy); a small one as one line. Either way the
+/// client reads one JSON line per event.
+#[tokio::test]
+async fn large_objects_are_streamed_around_the_shared_bytes() {
+    use http_body_util::{BodyExt, Full};
+    use tower::Service;
+    let (app, _store, _shutdown) =
+        common::sqlite_app("shared-lines", TOKEN, &[], Limits::default()).await;
+    let from = create(&app, "zero", json!({})).await;
+    let req = http::Request::builder()
+        .uri(format!(
+            "{BASE}?watch=true&resourceVersion={from}&timeoutSeconds=600"
+        ))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = kfp_apiserver::app::AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let limit = std::time::Duration::from_secs(30);
+    for (name, size) in [("small", 100), ("large", 64 * 1024), ("small-again", 10)] {
+        let (status, docs) = call(
+            &app,
+            "POST",
+            BASE,
+            "application/json",
+            json!({"apiVersion": "pipelines.kubeflow.org/v2beta1", "kind": "Pipeline",
+                   "metadata": {"name": name, "annotations": {"pad": "x".repeat(size)}},
+                   "spec": {}}),
+        )
+        .await;
+        assert_eq!(status, 201, "{docs:?}");
+        let mut frames: Vec<bytes::Bytes> = Vec::new();
+        while !frames.last().is_some_and(|f| f.ends_with(b"\n")) {
+            let frame = tokio::time::timeout(limit, body.frame())
+                .await
+                .expect("the event arrives")
+                .expect("the stream is open")
+                .expect("infallible");
+            frames.push(frame.into_data().expect("data"));
+        }
+        let line: Vec<u8> = frames.concat();
+        let event: Value = serde_json::from_slice(&line).expect("one JSON line");
+        assert_eq!(event["type"], "ADDED", "{name}");
+        assert_eq!(event["object"], docs[0], "{name}: the object as created");
+        if size > 16 * 1024 {
+            assert_eq!(frames.len(), 3, "{name}: head, object, tail");
+            let object: Value = serde_json::from_slice(&frames[1]).expect("the object alone");
+            assert_eq!(object, docs[0], "{name}");
+        } else {
+            assert_eq!(frames.len(), 1, "{name}: one line");
+        }
+    }
+}

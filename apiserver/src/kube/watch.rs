@@ -12,6 +12,8 @@
 //!   PartialObjectMetadata or Table).
 //! - The stream ends at `timeoutSeconds` (default random 30-60 min), at shutdown, or when the
 //!   client goes away.
+//! - An event of an object over 16 KiB is written around the object's bytes as the feed holds
+//!   them (one copy for all its watchers); smaller ones are one line each.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Response, StatusCode, header};
@@ -38,14 +40,40 @@ fn line(kind: &str, object: &[u8]) -> Bytes {
     b.freeze()
 }
 
-fn encode(res: &'static Resource, event: &str, data: &Bytes, out: Output) -> Bytes {
+/// Objects up to this size are copied into one line per watcher (one chunk or DATA frame);
+/// a larger one goes out as three pieces around the object's bytes as the store shares them,
+/// so the watchers of an event share one copy of a large object instead of holding one each
+/// (a slow watcher holds its piece until its socket drains).
+const SHARE_ABOVE: usize = 16 * 1024;
+
+/// One event on the wire: a whole line, or its head, the shared object and its tail.
+enum Line {
+    One(Bytes),
+    Shared([Bytes; 3]),
+}
+
+fn head(kind: &str) -> Option<Bytes> {
+    Some(Bytes::from_static(match kind {
+        "ADDED" => b"{\"type\":\"ADDED\",\"object\":",
+        "MODIFIED" => b"{\"type\":\"MODIFIED\",\"object\":",
+        "DELETED" => b"{\"type\":\"DELETED\",\"object\":",
+        _ => return None,
+    }))
+}
+
+fn encode(res: &'static Resource, event: &str, data: &Bytes, out: Output) -> Line {
     match out {
-        Output::Json => line(event, data),
-        other => match output::object(res, data, other) {
-            Ok(b) => line(event, &b),
-            Err(_) => line(event, data),
+        Output::Json if data.len() > SHARE_ABOVE => match head(event) {
+            Some(h) => Line::Shared([h, data.clone(), Bytes::from_static(b"}\n")]),
+            None => Line::One(line(event, data)),
         },
+        _ => Line::One(line(event, &transformed(res, data, out))),
     }
+}
+
+/// The object in the negotiated form (itself for JSON, or when it cannot be transformed).
+fn transformed(res: &'static Resource, data: &Bytes, out: Output) -> Bytes {
+    output::object(res, data, out).unwrap_or_else(|_| data.clone())
 }
 
 /// A BOOKMARK: an object of the kind with only a resourceVersion (and the initial-events-end
@@ -59,12 +87,8 @@ fn bookmark(res: &'static Resource, rev: Revision, initial_end: bool, out: Outpu
     }
     let obj =
         json!({"kind": res.kind, "apiVersion": kfp_apiservice::API_VERSION, "metadata": meta});
-    encode(
-        res,
-        "BOOKMARK",
-        &Bytes::from(serde_json::to_vec(&obj).unwrap_or_default()),
-        out,
-    )
+    let obj = Bytes::from(serde_json::to_vec(&obj).unwrap_or_default());
+    line("BOOKMARK", &transformed(res, &obj, out))
 }
 
 fn error_event(status: &ApiError) -> Bytes {
@@ -158,7 +182,10 @@ pub async fn watch(
             if past() {
                 return;
             }
-            yield encode(res, "ADDED", &o.data, out);
+            match encode(res, "ADDED", &o.data, out) {
+                Line::One(b) => yield b,
+                Line::Shared(parts) => for b in parts { yield b },
+            }
         }
         drop(initial);
         if end_marker {
@@ -187,7 +214,10 @@ pub async fn watch(
                 Some(WatchItem::Event { kind: ev, revision, object }) => {
                     last = revision;
                     counted.inc(ev);
-                    yield encode(res, ev.as_str(), &object, out);
+                    match encode(res, ev.as_str(), &object, out) {
+                        Line::One(b) => yield b,
+                        Line::Shared(parts) => for b in parts { yield b },
+                    }
                 }
                 Some(WatchItem::Bookmark(rev)) => {
                     last = last.max(rev);
