@@ -10,8 +10,10 @@
 //! The channel carries weak references: only the ring, bounded in bytes, keeps events alive. A
 //! watcher whose client stopped reading therefore pins no objects (with strong references it
 //! pinned the channel's last 4,096 events, up to 24 GiB of 3 MiB objects and their previous
-//! states); one that reaches an event already gone from the ring reads it from the database
-//! like a replay. A watcher that falls behind the channel, or asks for a compacted revision,
+//! states); one that reaches an event already gone from the ring gets it from the events read
+//! back for lagging watchers (one read at a time, a page up to the ring, kept in a second
+//! bounded map and shared, so N slow watchers of large objects cost one copy and one read, not
+//! N pages of up to 16 MiB each). A watcher that falls behind the channel, or asks for a compacted revision,
 //! gets [`WatchItem::Error`] with Gone and its stream ends — never a silently dropped event.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -164,6 +166,20 @@ impl Event {
     }
 }
 
+/// Events read back for lagging watchers, by revision, the order they were read in (the
+/// earliest read leave first, so the page just read stays for the watchers behind the one that
+/// read it) and the bytes they hold.
+#[derive(Default)]
+struct Recalled {
+    events: BTreeMap<Revision, Arc<Event>>,
+    order: VecDeque<Revision>,
+    bytes: usize,
+}
+
+/// How many events one read for lagging watchers asks for (the backend also stops a page at
+/// its byte bound).
+const RECALL_PAGE: usize = 64;
+
 /// The in-memory side of the change feed of one store instance.
 pub struct Feed {
     config: FeedConfig,
@@ -171,6 +187,12 @@ pub struct Feed {
     /// Replaced by [`Feed::reset`]: the old sender's watchers see the channel close.
     tx: Mutex<broadcast::Sender<Sent>>,
     latest: AtomicU64,
+    /// Events that left the ring before some watcher got to them, read back from the database
+    /// once and shared by every watcher that lags past them (bounded like the ring).
+    recalled: Mutex<Recalled>,
+    /// One database read for lagging watchers at a time: the others wait and then find what
+    /// it read, instead of each reading (and holding) its own copy.
+    recall_read: tokio::sync::Mutex<()>,
     /// Counts [`Feed::reset`]s. A watch remembers the value it subscribed under and sends no
     /// bookmark once it has moved: a reset raises `latest` past events that were never sent,
     /// and a bookmark at it would tell the client it had seen them.
@@ -188,6 +210,8 @@ impl Feed {
             }),
             config,
             tx: Mutex::new(tx),
+            recalled: Mutex::new(Recalled::default()),
+            recall_read: tokio::sync::Mutex::new(()),
             latest: AtomicU64::new(start.0),
             resets: AtomicU64::new(0),
         })
@@ -247,7 +271,68 @@ impl Feed {
         let (tx, _) = broadcast::channel(self.config.channel_capacity.max(1));
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = tx;
         *self.ring.lock().unwrap_or_else(|p| p.into_inner()) = Ring::default();
+        *self.recalled.lock().unwrap_or_else(|p| p.into_inner()) = Recalled::default();
         self.latest.fetch_max(rev.0, Ordering::AcqRel);
+    }
+
+    fn recalled(&self, rev: Revision) -> Option<Arc<Event>> {
+        let recalled = self.recalled.lock().unwrap_or_else(|p| p.into_inner());
+        recalled.events.get(&rev).cloned()
+    }
+
+    /// The event at `rev`, which has left the ring: from what lagging watchers already read
+    /// back, or read from `history` with the events after it (one read at a time, shared).
+    /// `Ok(None)`: the history no longer has it (compacted).
+    async fn recall(&self, rev: Revision, history: &dyn History) -> Result<Option<Arc<Event>>> {
+        if let Some(ev) = self.recalled(rev) {
+            return Ok(Some(ev));
+        }
+        let _reading = self.recall_read.lock().await;
+        if let Some(ev) = self.recalled(rev) {
+            return Ok(Some(ev));
+        }
+        // Up to the ring, which still has the rest (`latest` moves after the send, so it may
+        // not have reached `rev` yet).
+        let front = self
+            .ring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .front()
+            .map(|e| e.revision);
+        let until = match front {
+            Some(f) if f > rev => Revision(f.0 - 1),
+            _ => self.latest().max(rev),
+        };
+        let page = history
+            .events(Revision(rev.0.saturating_sub(1)), until, RECALL_PAGE)
+            .await?;
+        let mut found = None;
+        let mut recalled = self.recalled.lock().unwrap_or_else(|p| p.into_inner());
+        for ev in page {
+            let ev = Arc::new(ev);
+            if ev.revision == rev {
+                found = Some(ev.clone());
+            }
+            if self.config.ring_capacity > 0 && !recalled.events.contains_key(&ev.revision) {
+                recalled.bytes += ev.size();
+                recalled.order.push_back(ev.revision);
+                recalled.events.insert(ev.revision, ev);
+            }
+        }
+        // Twice the ring's bytes: a page read back (the backend stops one at about the ring's
+        // bound) fits beside the previous one.
+        while recalled.events.len() > self.config.ring_capacity
+            || recalled.bytes > 2 * self.config.ring_max_bytes
+        {
+            let Some(old) = recalled.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = recalled.events.remove(&old) {
+                recalled.bytes -= old.size();
+            }
+        }
+        Ok(found)
     }
 
     fn ring_after(&self, from: Revision) -> (Option<Revision>, Vec<Arc<Event>>) {
@@ -462,33 +547,28 @@ fn watch_stream(
                         }
                         continue;
                     }
-                    // The event left the ring before this watch got to it: the database has
-                    // it, and everything published since, in pages (the channel's copies of
-                    // those are then skipped).
-                    let until = feed.latest().max(sent.revision);
-                    while last < until {
-                        let page = match history.events(last, until, HISTORY_PAGE).await {
-                            Ok(p) => p,
-                            Err(e) => {
-                                yield WatchItem::Error(e);
-                                return;
+                    // The event left the ring before this watch got to it: the watchers
+                    // that lag past it share one copy read back from the database.
+                    match feed.recall(sent.revision, history.as_ref()).await {
+                        Ok(Some(ev)) => {
+                            last = ev.revision;
+                            if let Some(item) = project(&ev, &req) {
+                                yield item;
                             }
-                        };
-                        let Some(end) = page.last().map(|e| e.revision) else {
+                        }
+                        Ok(None) => {
                             // Compacted meanwhile: the client must relist.
-                            let compacted = history.compacted().await.unwrap_or(until);
+                            let compacted = history.compacted().await.unwrap_or(sent.revision);
                             yield WatchItem::Error(StoreError::Gone {
                                 requested: last,
                                 compacted,
                             });
                             return;
-                        };
-                        for ev in &page {
-                            if let Some(item) = project(ev, &req) {
-                                yield item;
-                            }
                         }
-                        last = end;
+                        Err(e) => {
+                            yield WatchItem::Error(e);
+                            return;
+                        }
                     }
                 }
                 Wake::Received(Err(broadcast::error::RecvError::Lagged(_))) => {
@@ -619,6 +699,75 @@ mod tests {
             }
         }
         assert_eq!(revs, (1..=10).collect::<Vec<_>>());
+    }
+
+    /// A history that counts its reads.
+    struct Counted(VecHistory, std::sync::atomic::AtomicUsize);
+    #[async_trait::async_trait]
+    impl History for Counted {
+        async fn events(
+            &self,
+            from: Revision,
+            until: Revision,
+            limit: usize,
+        ) -> Result<Vec<Event>> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.events(from, until, limit).await
+        }
+        async fn compacted(&self) -> Result<Revision> {
+            self.0.compacted().await
+        }
+    }
+
+    #[tokio::test]
+    async fn watchers_lagging_past_the_ring_share_one_read_of_the_database() {
+        use tokio_stream::StreamExt;
+        let events: Vec<Event> = (1..=10)
+            .map(|r| {
+                let mut e = ev(r, EventKind::Added, &[], None);
+                e.current.object = Bytes::from(vec![b' '; 1 << 20]);
+                e
+            })
+            .collect();
+        let size = events[0].size();
+        let feed = Feed::new(
+            FeedConfig {
+                ring_capacity: 100,
+                ring_max_bytes: 4 * size,
+                ..Default::default()
+            },
+            Revision(0),
+        );
+        let history = Arc::new(Counted(
+            VecHistory(events.clone()),
+            std::sync::atomic::AtomicUsize::new(0),
+        ));
+        // Five watches in their live loop whose clients read nothing yet.
+        let mut watches = Vec::new();
+        for _ in 0..5 {
+            let mut w = feed.watch(req(""), history.clone());
+            let mut next = std::pin::pin!(w.next());
+            std::future::poll_fn(|cx| {
+                assert!(next.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            watches.push(w);
+        }
+        feed.publish(events);
+        // 1..=6 left the ring (it keeps 7..=10); every watcher gets all ten, in order.
+        for w in &mut watches {
+            let mut revs = Vec::new();
+            while revs.len() < 10 {
+                match w.next().await {
+                    Some(WatchItem::Event { revision, .. }) => revs.push(revision.0),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(revs, (1..=10).collect::<Vec<_>>());
+        }
+        // One read of 1..=6 for all five, not one (or six) each.
+        assert_eq!(history.1.load(Ordering::Relaxed), 1);
     }
 
     fn req(selector: &str) -> WatchRequest {
