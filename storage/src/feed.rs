@@ -11,8 +11,8 @@
 //! watcher whose client stopped reading therefore pins no objects (with strong references it
 //! pinned the channel's last 4,096 events, up to 24 GiB of 3 MiB objects and their previous
 //! states); one that reaches an event already gone from the ring gets it from the events read
-//! back for lagging watchers (one read at a time, a page up to the ring, kept in a second
-//! bounded map and shared, so N slow watchers of large objects cost one copy and one read, not
+//! back for lagging watchers (one read at a time, a page up to the ring, kept for up to 10 s
+//! in a second bounded map and shared, so N slow watchers of large objects cost one copy and one read, not
 //! N pages of up to 16 MiB each). A watcher that falls behind the channel, or asks for a compacted revision,
 //! gets [`WatchItem::Error`] with Gone and its stream ends — never a silently dropped event.
 
@@ -172,9 +172,29 @@ impl Event {
 #[derive(Default)]
 struct Recalled {
     events: BTreeMap<Revision, Arc<Event>>,
-    order: VecDeque<Revision>,
+    order: VecDeque<(Revision, tokio::time::Instant)>,
     bytes: usize,
 }
+
+impl Recalled {
+    /// Drops the earliest read while `over` says the map holds too much.
+    fn evict_while(&mut self, over: impl Fn(&Recalled, tokio::time::Instant) -> bool) {
+        while let Some(&(rev, at)) = self.order.front() {
+            if !over(self, at) {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(old) = self.events.remove(&rev) {
+                self.bytes -= old.size();
+            }
+        }
+    }
+}
+
+/// How long an event read back for lagging watchers is kept: long enough for the watchers
+/// behind the one that read it; then the bytes go back (the tailer's polls expire them on a
+/// quiet server).
+const RECALL_KEEP: Duration = Duration::from_secs(10);
 
 /// How many events one read for lagging watchers asks for (the backend also stops a page at
 /// its byte bound).
@@ -225,6 +245,12 @@ impl Feed {
     /// Publishes committed events; they must come in strictly increasing revision order, each
     /// above [`Feed::latest`]. Events at or below it are ignored (a re-read after a retry).
     pub fn publish(&self, events: Vec<Event>) {
+        // The tailer publishes at every poll, events or not: read-back events expire here too
+        // when the server is quiet.
+        self.recalled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .evict_while(|_, at| at.elapsed() > RECALL_KEEP);
         for ev in events {
             if ev.revision <= self.latest() {
                 continue;
@@ -316,22 +342,18 @@ impl Feed {
             }
             if self.config.ring_capacity > 0 && !recalled.events.contains_key(&ev.revision) {
                 recalled.bytes += ev.size();
-                recalled.order.push_back(ev.revision);
+                recalled
+                    .order
+                    .push_back((ev.revision, tokio::time::Instant::now()));
                 recalled.events.insert(ev.revision, ev);
             }
         }
         // Twice the ring's bytes: a page read back (the backend stops one at about the ring's
         // bound) fits beside the previous one.
-        while recalled.events.len() > self.config.ring_capacity
-            || recalled.bytes > 2 * self.config.ring_max_bytes
-        {
-            let Some(old) = recalled.order.pop_front() else {
-                break;
-            };
-            if let Some(old) = recalled.events.remove(&old) {
-                recalled.bytes -= old.size();
-            }
-        }
+        let (count, bytes) = (self.config.ring_capacity, 2 * self.config.ring_max_bytes);
+        recalled.evict_while(|r, at| {
+            r.events.len() > count || r.bytes > bytes || at.elapsed() > RECALL_KEEP
+        });
         Ok(found)
     }
 
@@ -768,6 +790,16 @@ mod tests {
         }
         // One read of 1..=6 for all five, not one (or six) each.
         assert_eq!(history.1.load(Ordering::Relaxed), 1);
+        // Kept for a while, then given back at the tailer's next (empty) publish.
+        let held = || feed.recalled.lock().unwrap().events.len();
+        assert_eq!(held(), 6);
+        feed.publish(Vec::new());
+        assert_eq!(held(), 6);
+        tokio::time::pause();
+        tokio::time::advance(RECALL_KEEP + Duration::from_secs(1)).await;
+        feed.publish(Vec::new());
+        assert_eq!(held(), 0);
+        assert_eq!(feed.recalled.lock().unwrap().bytes, 0);
     }
 
     fn req(selector: &str) -> WatchRequest {
