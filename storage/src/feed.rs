@@ -11,10 +11,11 @@
 //! watcher whose client stopped reading therefore pins no objects (with strong references it
 //! pinned the channel's last 4,096 events, up to 24 GiB of 3 MiB objects and their previous
 //! states); one that reaches an event already gone from the ring gets it from the events read
-//! back for lagging watchers (one read at a time, a page up to the ring, kept for up to 10 s
-//! in a second bounded map and shared, so N slow watchers of large objects cost one copy and one read, not
-//! N pages of up to 16 MiB each). A watcher that falls behind the channel, or asks for a compacted revision,
-//! gets [`WatchItem::Error`] with Gone and its stream ends — never a silently dropped event.
+//! back for lagging watchers (one read at a time, a page up to the ring, kept for up to 10 s in
+//! a second bounded map and shared, so N slow watchers of large objects cost one copy and one
+//! read, not N pages of up to 16 MiB each). A watcher that falls behind the channel, or asks
+//! for a compacted revision, gets [`WatchItem::Error`] with Gone and its stream ends — never a
+//! silently dropped event.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
