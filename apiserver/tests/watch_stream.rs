@@ -52,6 +52,26 @@ async fn create(app: &std::sync::Arc<kfp_apiserver::app::App>, name: &str, label
         .expect("resourceVersion")
 }
 
+/// Opens a watch (`query` after the collection's path) on the in-process stack and returns its
+/// body, to be read frame by frame.
+async fn open_watch(
+    app: &std::sync::Arc<kfp_apiserver::app::App>,
+    query: &str,
+) -> kfp_apiserver::body::Body {
+    use tower::Service;
+    let req = http::Request::builder()
+        .uri(format!("{BASE}{query}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = kfp_apiserver::app::AppService::new(app.clone())
+        .call(req)
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), 200);
+    resp.into_body()
+}
+
 fn rv(doc: &Value) -> u64 {
     doc["object"]["metadata"]["resourceVersion"]
         .as_str()
@@ -149,35 +169,24 @@ async fn metadata_and_table_watch_lists_end_with_a_bookmark_in_the_same_form() {
 /// ended, not one that waits a whole timeout more. Paused time makes the check exact.
 #[tokio::test]
 async fn the_watch_deadline_runs_from_the_request_not_from_the_first_read() {
-    use http_body_util::{BodyExt, Full};
-    use tower::Service;
+    use http_body_util::BodyExt;
     let (app, _store, _shutdown) =
         common::sqlite_app("deadline", TOKEN, &[], Limits::default()).await;
     create(&app, "one", json!({})).await;
-    let req = http::Request::builder()
-        .uri(format!(
-            "{BASE}?watch=true&resourceVersion=0&allowWatchBookmarks=true&timeoutSeconds=5"
-        ))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = kfp_apiserver::app::AppService::new(app.clone())
-        .call(req)
-        .await
-        .expect("infallible");
-    assert_eq!(resp.status(), 200);
+    let body = open_watch(
+        &app,
+        "?watch=true&resourceVersion=0&allowWatchBookmarks=true&timeoutSeconds=5",
+    )
+    .await;
     // The store has answered; from here on only the clock matters.
     tokio::time::pause();
     let t0 = tokio::time::Instant::now();
     tokio::time::advance(std::time::Duration::from_secs(6)).await;
-    let body = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        resp.into_body().collect(),
-    )
-    .await
-    .expect("the stream ends")
-    .expect("body")
-    .to_bytes();
+    let body = tokio::time::timeout(std::time::Duration::from_secs(60), body.collect())
+        .await
+        .expect("the stream ends")
+        .expect("body")
+        .to_bytes();
     assert_eq!(
         t0.elapsed(),
         std::time::Duration::from_secs(6),
@@ -194,24 +203,15 @@ async fn the_watch_deadline_runs_from_the_request_not_from_the_first_read() {
 /// on the shutdown signal once for its whole life, across deliveries).
 #[tokio::test]
 async fn an_open_watch_ends_at_shutdown_after_deliveries() {
-    use http_body_util::{BodyExt, Full};
-    use tower::Service;
+    use http_body_util::BodyExt;
     let (app, _store, shutdown) =
         common::sqlite_app("shutdown", TOKEN, &[], Limits::default()).await;
     let from = create(&app, "zero", json!({})).await;
-    let req = http::Request::builder()
-        .uri(format!(
-            "{BASE}?watch=true&resourceVersion={from}&allowWatchBookmarks=true&timeoutSeconds=600"
-        ))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = kfp_apiserver::app::AppService::new(app.clone())
-        .call(req)
-        .await
-        .expect("infallible");
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
+    let mut body = open_watch(
+        &app,
+        &format!("?watch=true&resourceVersion={from}&allowWatchBookmarks=true&timeoutSeconds=600"),
+    )
+    .await;
     let limit = std::time::Duration::from_secs(30);
     for name in ["one", "two", "three"] {
         let created = create(&app, name, json!({})).await;
@@ -242,24 +242,15 @@ async fn an_open_watch_ends_at_shutdown_after_deliveries() {
 /// client reads one JSON line per event.
 #[tokio::test]
 async fn large_objects_are_streamed_around_the_shared_bytes() {
-    use http_body_util::{BodyExt, Full};
-    use tower::Service;
+    use http_body_util::BodyExt;
     let (app, _store, _shutdown) =
         common::sqlite_app("shared-lines", TOKEN, &[], Limits::default()).await;
     let from = create(&app, "zero", json!({})).await;
-    let req = http::Request::builder()
-        .uri(format!(
-            "{BASE}?watch=true&resourceVersion={from}&timeoutSeconds=600"
-        ))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(bytes::Bytes::new()))
-        .expect("request");
-    let resp = kfp_apiserver::app::AppService::new(app.clone())
-        .call(req)
-        .await
-        .expect("infallible");
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
+    let mut body = open_watch(
+        &app,
+        &format!("?watch=true&resourceVersion={from}&timeoutSeconds=600"),
+    )
+    .await;
     let limit = std::time::Duration::from_secs(30);
     for (name, size) in [("small", 100), ("large", 64 * 1024), ("small-again", 10)] {
         let (status, docs) = call(

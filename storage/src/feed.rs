@@ -676,9 +676,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_channel_pins_no_event_and_a_watcher_past_the_ring_reads_the_database() {
-        use tokio_stream::StreamExt;
+    /// Ten creates of 1 MiB objects, and a feed whose ring holds the last `kept` of them.
+    fn large_events_and_feed(kept: usize) -> (Vec<Event>, Arc<Feed>) {
         let events: Vec<Event> = (1..=10)
             .map(|r| {
                 let mut e = ev(r, EventKind::Added, &[], None);
@@ -686,23 +685,48 @@ mod tests {
                 e
             })
             .collect();
-        let size = events[0].size();
         let feed = Feed::new(
             FeedConfig {
                 ring_capacity: 100,
-                ring_max_bytes: 3 * size,
+                ring_max_bytes: kept * events[0].size(),
                 ..Default::default()
             },
             Revision(0),
         );
-        // A watch in its live loop whose client reads nothing yet, and a bare receiver.
-        let mut w = feed.watch(req(""), Arc::new(VecHistory(events.clone())));
+        (events, feed)
+    }
+
+    /// A watch in its live loop whose client reads nothing yet.
+    async fn parked(feed: &Arc<Feed>, history: Arc<dyn History>) -> WatchStream {
+        use tokio_stream::StreamExt;
+        let mut w = feed.watch(req(""), history);
         let mut next = std::pin::pin!(w.next());
         std::future::poll_fn(|cx| {
             assert!(next.as_mut().poll(cx).is_pending());
             std::task::Poll::Ready(())
         })
         .await;
+        w
+    }
+
+    /// The revisions of the next `n` events of `w`.
+    async fn revisions(w: &mut WatchStream, n: usize) -> Vec<u64> {
+        use tokio_stream::StreamExt;
+        let mut revs = Vec::new();
+        while revs.len() < n {
+            match w.next().await {
+                Some(WatchItem::Event { revision, .. }) => revs.push(revision.0),
+                other => panic!("{other:?}"),
+            }
+        }
+        revs
+    }
+
+    #[tokio::test]
+    async fn the_channel_pins_no_event_and_a_watcher_past_the_ring_reads_the_database() {
+        let (events, feed) = large_events_and_feed(3);
+        // A watch in its live loop whose client reads nothing yet, and a bare receiver.
+        let mut w = parked(&feed, Arc::new(VecHistory(events.clone()))).await;
         let mut rx = feed.sender().subscribe();
         feed.publish(events);
         // Only the ring keeps events: the seven that left it are freed, whoever lags.
@@ -714,14 +738,7 @@ mod tests {
         }
         assert_eq!(alive, [8, 9, 10]);
         // The watcher still gets every event once, in order: 1..=7 from the database.
-        let mut revs = Vec::new();
-        while revs.len() < 10 {
-            match w.next().await {
-                Some(WatchItem::Event { revision, .. }) => revs.push(revision.0),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(revs, (1..=10).collect::<Vec<_>>());
+        assert_eq!(revisions(&mut w, 10).await, (1..=10).collect::<Vec<_>>());
     }
 
     /// A history that counts its reads.
@@ -744,23 +761,7 @@ mod tests {
 
     #[tokio::test]
     async fn watchers_lagging_past_the_ring_share_one_read_of_the_database() {
-        use tokio_stream::StreamExt;
-        let events: Vec<Event> = (1..=10)
-            .map(|r| {
-                let mut e = ev(r, EventKind::Added, &[], None);
-                e.current.object = Bytes::from(vec![b' '; 1 << 20]);
-                e
-            })
-            .collect();
-        let size = events[0].size();
-        let feed = Feed::new(
-            FeedConfig {
-                ring_capacity: 100,
-                ring_max_bytes: 4 * size,
-                ..Default::default()
-            },
-            Revision(0),
-        );
+        let (events, feed) = large_events_and_feed(4);
         let history = Arc::new(Counted(
             VecHistory(events.clone()),
             std::sync::atomic::AtomicUsize::new(0),
@@ -768,26 +769,12 @@ mod tests {
         // Five watches in their live loop whose clients read nothing yet.
         let mut watches = Vec::new();
         for _ in 0..5 {
-            let mut w = feed.watch(req(""), history.clone());
-            let mut next = std::pin::pin!(w.next());
-            std::future::poll_fn(|cx| {
-                assert!(next.as_mut().poll(cx).is_pending());
-                std::task::Poll::Ready(())
-            })
-            .await;
-            watches.push(w);
+            watches.push(parked(&feed, history.clone()).await);
         }
         feed.publish(events);
         // 1..=6 left the ring (it keeps 7..=10); every watcher gets all ten, in order.
         for w in &mut watches {
-            let mut revs = Vec::new();
-            while revs.len() < 10 {
-                match w.next().await {
-                    Some(WatchItem::Event { revision, .. }) => revs.push(revision.0),
-                    other => panic!("{other:?}"),
-                }
-            }
-            assert_eq!(revs, (1..=10).collect::<Vec<_>>());
+            assert_eq!(revisions(w, 10).await, (1..=10).collect::<Vec<_>>());
         }
         // One read of 1..=6 for all five, not one (or six) each.
         assert_eq!(history.1.load(Ordering::Relaxed), 1);

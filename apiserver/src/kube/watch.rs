@@ -52,6 +52,18 @@ enum Line {
     Shared([Bytes; 3]),
 }
 
+impl Line {
+    /// The body pieces to write, in order (never an empty one, which would end a chunked body).
+    fn pieces(self) -> impl Iterator<Item = Bytes> {
+        match self {
+            Line::One(b) => [Some(b), None, None],
+            Line::Shared([h, o, t]) => [Some(h), Some(o), Some(t)],
+        }
+        .into_iter()
+        .flatten()
+    }
+}
+
 fn head(kind: &str) -> Option<Bytes> {
     Some(Bytes::from_static(match kind {
         "ADDED" => b"{\"type\":\"ADDED\",\"object\":",
@@ -182,9 +194,8 @@ pub async fn watch(
             if past() {
                 return;
             }
-            match encode(res, "ADDED", &o.data, out) {
-                Line::One(b) => yield b,
-                Line::Shared(parts) => for b in parts { yield b },
+            for piece in encode(res, "ADDED", &o.data, out).pieces() {
+                yield piece;
             }
         }
         drop(initial);
@@ -214,9 +225,8 @@ pub async fn watch(
                 Some(WatchItem::Event { kind: ev, revision, object }) => {
                     last = revision;
                     counted.inc(ev);
-                    match encode(res, ev.as_str(), &object, out) {
-                        Line::One(b) => yield b,
-                        Line::Shared(parts) => for b in parts { yield b },
+                    for piece in encode(res, ev.as_str(), &object, out).pieces() {
+                        yield piece;
                     }
                 }
                 Some(WatchItem::Bookmark(rev)) => {
